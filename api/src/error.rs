@@ -1,0 +1,160 @@
+//! Every way an api request can fail, and the one table that maps each to its status and code.
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use sluice_shared::error::{ErrorBody, Violation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{message}")]
+    InvalidEvent {
+        message: String,
+        details: Vec<Violation>,
+    },
+    #[error("missing, unknown or revoked API key")]
+    Unauthorized,
+    #[error("payload too large: {what} limit is {limit} bytes")]
+    PayloadTooLarge { what: &'static str, limit: usize },
+    #[error("too many events: the limit is {0} events per batch")]
+    TooManyEvents(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the ingest backlog is over its limit; retry later")]
+    Overloaded,
+    #[error("the event queue is unreachable; retry later")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(details: Vec<Violation>) -> Self {
+        let message = match details.as_slice() {
+            [one] if one.path.is_empty() => one.message.clone(),
+            [one] => format!("{}: {}", one.path, one.message),
+            many => format!("{} schema violations", many.len()),
+        };
+        ApiError::InvalidEvent { message, details }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidEvent { .. } => "invalid_event",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unexpected(_) => "internal",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let body = ErrorBody::new(self.code(), self.to_string());
+        match self {
+            ApiError::InvalidEvent { details, .. } => body.with_details(details.clone()),
+            _ => body,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Unavailable(e) => tracing::warn!(error = ?e, "queue unavailable"),
+            ApiError::Unexpected(e) => tracing::error!(error = ?e, "unexpected error"),
+            _ => {}
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
+            resp.insert_header(("Retry-After", "1"));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        resp.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn render(e: ApiError) -> (u16, serde_json::Value) {
+        let resp = e.error_response();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn each_error_maps_to_its_contract_status_and_body() {
+        let cases = vec![
+            (ApiError::MalformedJson("eof".into()), 400, "malformed_json"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (
+                ApiError::PayloadTooLarge {
+                    what: "event",
+                    limit: 65536,
+                },
+                413,
+                "payload_too_large",
+            ),
+            (ApiError::TooManyEvents(1000), 413, "payload_too_large"),
+            (
+                ApiError::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported_media_type",
+            ),
+            (ApiError::Overloaded, 503, "overloaded"),
+            (
+                ApiError::Unavailable(anyhow::anyhow!("down")),
+                503,
+                "unavailable",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let (s, body) = render(err);
+            assert_eq!(s, status);
+            assert_eq!(body["error"]["code"], code);
+            assert!(body["error"]["message"].as_str().unwrap().len() > 3);
+            assert!(body["error"].get("details").is_none());
+        }
+    }
+
+    #[test]
+    fn invalid_events_carry_pointer_details() {
+        let (s, body) = render(ApiError::invalid(vec![Violation {
+            path: "/userId".into(),
+            message: "`userId` is required".into(),
+        }]));
+        assert_eq!(s, 400);
+        assert_eq!(body["error"]["code"], "invalid_event");
+        assert_eq!(body["error"]["details"][0]["path"], "/userId");
+    }
+
+    #[test]
+    fn the_too_large_message_names_the_limit() {
+        let e = ApiError::PayloadTooLarge {
+            what: "event",
+            limit: 65536,
+        };
+        assert!(e.to_string().ends_with("limit is 65536 bytes"));
+    }
+}

@@ -1,0 +1,292 @@
+//! `POST /api/v1/events` and `POST /api/v1/events/batch`.
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sluice_shared::error::{ErrorDetail, Violation};
+use sluice_shared::event::{self, QueuedEvent};
+use tracing_actix_web::RequestId;
+
+use crate::enqueue::Outcome;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventReply<'a> {
+    event_id: &'a str,
+    status: &'static str,
+}
+
+fn count(outcome: &'static str, reason: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!("sluice_events_total", "outcome" => outcome, "reason" => reason)
+            .increment(n as u64);
+    }
+}
+
+/// Refuses early, before the body is read, when the queue cannot take more.
+fn check_queue(state: &AppState) -> Result<(), ApiError> {
+    if !state.backlog.redis_reachable() {
+        return Err(ApiError::Unavailable(anyhow::anyhow!(
+            "Redis did not answer the last backlog poll"
+        )));
+    }
+    if state.backlog.entries() > state.settings.api.max_backlog {
+        return Err(ApiError::Overloaded);
+    }
+    Ok(())
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+fn rejection_reason(details: &[Violation]) -> &'static str {
+    if details.iter().any(|d| d.message.contains("unknown field")) {
+        "unknown_field"
+    } else {
+        "schema"
+    }
+}
+
+pub async fn ingest_one(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let owner = state.auth.authenticate(&req).await?;
+    check_queue(&state)?;
+    let limit = state.settings.api.max_event_bytes;
+    let body = crate::body::read_json_body(&req, payload, limit, "event").await?;
+    let value: Value = parse_json(&body).inspect_err(|_| count("rejected", "malformed_json", 1))?;
+    let queued = event::validate(&value)
+        .and_then(|incoming| {
+            QueuedEvent::stamp(incoming, &owner.account_id.to_string(), Utc::now())
+                .map_err(|v| vec![v])
+        })
+        .map_err(|details| {
+            count("rejected", rejection_reason(&details), 1);
+            ApiError::invalid(details)
+        })?;
+    let outcomes = state
+        .enqueuer
+        .enqueue(std::slice::from_ref(&queued), &request_id.to_string())
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let event_id = queued.event_id.as_str();
+    Ok(match outcomes.first() {
+        Some(Outcome::Accepted(_)) => {
+            count("accepted", "", 1);
+            HttpResponse::Accepted().json(EventReply {
+                event_id,
+                status: "accepted",
+            })
+        }
+        _ => {
+            count("duplicate", "", 1);
+            HttpResponse::Ok().json(EventReply {
+                event_id,
+                status: "duplicate",
+            })
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct ItemResult {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Serialize)]
+struct BatchReply {
+    accepted: usize,
+    duplicates: usize,
+    rejected: usize,
+    results: Vec<ItemResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
+}
+
+/// Judges one item of a batch on its own.
+fn judge(
+    raw: &RawValue,
+    max_event_bytes: usize,
+    account_id: &str,
+) -> Result<QueuedEvent, ApiError> {
+    if raw.get().len() > max_event_bytes {
+        return Err(ApiError::PayloadTooLarge {
+            what: "event",
+            limit: max_event_bytes,
+        });
+    }
+    let value: Value = parse_json(raw.get().as_bytes())?;
+    let incoming = event::validate(&value).map_err(ApiError::invalid)?;
+    QueuedEvent::stamp(incoming, account_id, Utc::now()).map_err(|v| ApiError::invalid(vec![v]))
+}
+
+pub async fn ingest_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let owner = state.auth.authenticate(&req).await?;
+    check_queue(&state)?;
+    let api = &state.settings.api;
+    let body = crate::body::read_json_body(&req, payload, api.max_batch_bytes, "batch").await?;
+    let batch: BatchBody = serde_json::from_slice(&body).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            ApiError::invalid(vec![Violation {
+                path: String::new(),
+                message: format!("a batch is {{\"events\": [ ... ]}}: {e}"),
+            }])
+        } else {
+            ApiError::MalformedJson(e.to_string())
+        }
+    })?;
+    if batch.events.len() > api.max_batch_events {
+        return Err(ApiError::TooManyEvents(api.max_batch_events));
+    }
+    if batch.events.is_empty() {
+        return Err(ApiError::invalid(vec![Violation {
+            path: "/events".into(),
+            message: format!("must hold 1 to {} events", api.max_batch_events),
+        }]));
+    }
+
+    let account_id = owner.account_id.to_string();
+    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(batch.events.len());
+    let mut valid: Vec<(usize, QueuedEvent)> = Vec::with_capacity(batch.events.len());
+    for (index, raw) in batch.events.iter().enumerate() {
+        match judge(raw, api.max_event_bytes, &account_id) {
+            Ok(e) => {
+                valid.push((index, e));
+                results.push(None);
+            }
+            Err(err) => {
+                let reason = match &err {
+                    ApiError::InvalidEvent { details, .. } => rejection_reason(details),
+                    other => other.code(),
+                };
+                count("rejected", reason, 1);
+                results.push(Some(ItemResult {
+                    index,
+                    event_id: None,
+                    status: "rejected",
+                    error: Some(err.body().error),
+                }));
+            }
+        }
+    }
+
+    let events: Vec<QueuedEvent> = valid.iter().map(|(_, e)| e.clone()).collect();
+    let outcomes = if events.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .enqueuer
+            .enqueue(&events, &request_id.to_string())
+            .await
+            .map_err(ApiError::Unavailable)?
+    };
+    let (mut accepted, mut duplicates) = (0, 0);
+    for ((index, e), outcome) in valid.into_iter().zip(outcomes) {
+        let status = match outcome {
+            Outcome::Accepted(_) => {
+                accepted += 1;
+                "accepted"
+            }
+            Outcome::Duplicate => {
+                duplicates += 1;
+                "duplicate"
+            }
+        };
+        results[index] = Some(ItemResult {
+            index,
+            event_id: Some(e.event_id),
+            status,
+            error: None,
+        });
+    }
+    count("accepted", "", accepted);
+    count("duplicate", "", duplicates);
+    let results: Vec<ItemResult> = results.into_iter().flatten().collect();
+    let rejected = results.len() - accepted - duplicates;
+    let reply = |error| BatchReply {
+        accepted,
+        duplicates,
+        rejected,
+        results,
+        error,
+    };
+    Ok(match batch_status(accepted, duplicates, rejected) {
+        BatchStatus::Queued => HttpResponse::Accepted().json(reply(None)),
+        BatchStatus::NothingNew => HttpResponse::Ok().json(reply(None)),
+        BatchStatus::AllRejected => HttpResponse::BadRequest().json(reply(Some(ErrorDetail {
+            code: "invalid_event".into(),
+            message: "every event in the batch was rejected".into(),
+            details: None,
+        }))),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchStatus {
+    /// 202: at least one event was queued.
+    Queued,
+    /// 200: nothing new was queued, and not every event was invalid.
+    NothingNew,
+    /// 400: every event was invalid.
+    AllRejected,
+}
+
+pub fn batch_status(accepted: usize, duplicates: usize, rejected: usize) -> BatchStatus {
+    if accepted > 0 {
+        BatchStatus::Queued
+    } else if duplicates == 0 && rejected > 0 {
+        BatchStatus::AllRejected
+    } else {
+        BatchStatus::NothingNew
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_status_follows_the_contract() {
+        assert_eq!(batch_status(1, 5, 5), BatchStatus::Queued);
+        assert_eq!(batch_status(0, 3, 0), BatchStatus::NothingNew);
+        assert_eq!(batch_status(0, 0, 3), BatchStatus::AllRejected);
+        assert_eq!(batch_status(0, 1, 2), BatchStatus::NothingNew);
+    }
+
+    #[test]
+    fn an_oversize_item_is_rejected_as_too_large() {
+        let big = format!(
+            r#"{{"eventType":"a","userId":"u","properties":{{"p":"{}"}}}}"#,
+            "x".repeat(100)
+        );
+        let raw = RawValue::from_string(big).unwrap();
+        let err = judge(&raw, 64, "acc").unwrap_err();
+        assert_eq!(err.code(), "payload_too_large");
+        assert!(judge(&raw, 1024, "acc").is_ok());
+    }
+}

@@ -1,0 +1,11 @@
+//! The api service: authenticates API keys, reads and validates events, dedups and queues them on
+//! the Redis stream in one atomic step, and answers per the contract.
+pub mod auth;
+pub mod backlog;
+pub mod body;
+pub mod cli;
+pub mod enqueue;
+pub mod error;
+pub mod ingest;
+pub mod startup;
+pub mod store;

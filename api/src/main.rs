@@ -1,0 +1,70 @@
+use anyhow::Context;
+use clap::Parser;
+use sluice_api::cli::{AccountsCommand, Cli, Command, KeysCommand};
+use sluice_api::startup::Application;
+use sluice_api::{auth, store};
+use sluice_shared::config::Settings;
+use sluice_shared::telemetry::{get_subscriber, init_subscriber};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    init_subscriber(get_subscriber("sluice-api", "info", std::io::stdout));
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Migrate => store::migrate(&store::pool(&settings.postgres)?).await,
+        Command::Accounts {
+            command: AccountsCommand::Create { email },
+        } => {
+            let id = store::create_account(&store::pool(&settings.postgres)?, &email, None).await?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Keys { command } => keys(settings, command).await,
+        Command::Demo { email, key_file } => {
+            let pool = store::pool(&settings.postgres)?;
+            if key_file.exists() {
+                print!("{}", std::fs::read_to_string(&key_file)?);
+                return Ok(());
+            }
+            let account = match store::find_account_by_email(&pool, &email).await? {
+                Some(id) => id,
+                None => store::create_account(&pool, &email, None).await?,
+            };
+            let (_, key) = store::create_key(&pool, account, "demo").await?;
+            std::fs::write(&key_file, format!("{key}\n"))
+                .with_context(|| format!("writing {}", key_file.display()))?;
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let pool = store::pool(&settings.postgres)?;
+    match command {
+        KeysCommand::Create { account, name } => {
+            let (_, key) = store::create_key(&pool, account, &name).await?;
+            println!("{key}");
+        }
+        KeysCommand::Revoke { id } => {
+            let redis = sluice_shared::redis::connect(&settings.redis).await?;
+            if !auth::revoke(&pool, &redis, id, None).await? {
+                anyhow::bail!("no live key with id {id}");
+            }
+            println!("revoked {id}");
+        }
+        KeysCommand::List { account } => {
+            for k in store::list_keys(&pool, account).await? {
+                println!("{}", serde_json::to_string(&k)?);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Building and running the api: connections, background tasks, and the one list of routes.
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle, Service};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use fred::prelude::*;
+use sluice_shared::config::Settings;
+use sluice_shared::health::{health_response, Check, Lifecycle};
+use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
+use sqlx::PgPool;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::KeyAuth;
+use crate::backlog::Backlog;
+use crate::enqueue::Enqueuer;
+use crate::{ingest, store};
+
+pub struct AppState {
+    pub settings: Settings,
+    pub auth: KeyAuth,
+    pub enqueuer: Enqueuer,
+    pub backlog: Arc<Backlog>,
+    pub redis: Client,
+    pub pool: PgPool,
+    pub lifecycle: Lifecycle,
+}
+
+/// Every route of the api.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/events", web::post().to(ingest::ingest_one))
+        .route("/api/v1/events/batch", web::post().to(ingest::ingest_batch))
+        .route("/api/health", web::get().to(health))
+        .route("/api/ready", web::get().to(ready))
+        .route("/api/live", web::get().to(live))
+        .route("/metrics", web::get().to(metrics_endpoint));
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        prometheus();
+        let listener = TcpListener::bind((settings.api.host.as_str(), settings.api.port))
+            .with_context(|| {
+                format!(
+                    "cannot bind api.host/api.port {}:{}",
+                    settings.api.host, settings.api.port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        let redis = sluice_shared::redis::connect(&settings.redis).await?;
+        let pool = store::pool(&settings.postgres)?;
+        sluice_shared::redis::ensure_group(
+            &redis,
+            &settings.redis.stream_key,
+            &settings.redis.group,
+        )
+        .await?;
+        let enqueuer = Enqueuer::new(
+            redis.clone(),
+            settings.redis.stream_key.clone(),
+            settings.api.dedup_window_secs,
+        );
+        enqueuer.load().await?;
+        let auth = KeyAuth::new(
+            redis.clone(),
+            pool.clone(),
+            Duration::from_secs(settings.api.key_cache_ttl_secs),
+            Duration::from_secs(settings.api.negative_key_cache_ttl_secs),
+        );
+
+        let backlog = Arc::new(Backlog::default());
+        backlog.set(Some(
+            crate::backlog::read(&redis, &settings.redis.stream_key, &settings.redis.group).await?,
+        ));
+        let mut tasks = vec![
+            crate::backlog::spawn_monitor(
+                redis.clone(),
+                settings.redis.stream_key.clone(),
+                settings.redis.group.clone(),
+                settings.api.backlog_poll(),
+                backlog.clone(),
+            ),
+            spawn_last_used_writer(
+                auth.clone(),
+                pool.clone(),
+                Duration::from_secs(settings.api.last_used_flush_secs),
+            ),
+        ];
+        tasks
+            .push(crate::auth::listen_for_revocations(settings.redis.clone(), auth.clone()).await?);
+
+        let lifecycle = Lifecycle::new(Duration::from_secs(30));
+        let workers = settings.api.workers;
+        let state = web::Data::new(AppState {
+            settings,
+            auth,
+            enqueuer,
+            backlog,
+            redis,
+            pool,
+            lifecycle: lifecycle.clone(),
+        });
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        let status = res.status().as_u16().to_string();
+                        metrics::counter!("sluice_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+                        metrics::histogram!("sluice_http_request_duration_seconds", "route" => route)
+                            .record(started.elapsed().as_secs_f64());
+                        Ok(res)
+                    }
+                })
+                .wrap(TracingLogger::default())
+                .app_data(server_state.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .configure(routes)
+                .default_service(web::to(not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(10);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
+        lifecycle.set_ready(true);
+        Ok(Self {
+            port,
+            server,
+            state,
+            tasks,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then turns unready and drains in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then turns unready and drains in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let lifecycle = self.state.lifecycle.clone();
+        let server = self.server;
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => { r?; }
+            _ = shutdown => {
+                tracing::info!("shutting down: readiness off, draining requests");
+                lifecycle.set_ready(false);
+                let stop = handle.stop(true);
+                server.await?;
+                stop.await;
+            }
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn spawn_last_used_writer(
+    auth: KeyAuth,
+    pool: PgPool,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let used = auth.take_used();
+            if let Err(e) = store::touch_keys(&pool, &used).await {
+                tracing::warn!(error = ?e, keys = used.len(), "could not record lastUsedAt");
+            }
+        }
+    })
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(sluice_shared::error::ErrorBody::new(
+        "not_found",
+        "no such endpoint",
+    ))
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (redis, pg) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sluice_shared::redis::ping(&state.redis)
+        ),
+        tokio::time::timeout(Duration::from_secs(2), store::ping(&state.pool)),
+    );
+    let flatten =
+        |r: Result<anyhow::Result<()>, _>| r.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    health_response(vec![
+        Check::from_result("redis", flatten(redis)),
+        Check::from_result("postgres", flatten(pg)),
+    ])
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    state.lifecycle.ready_response()
+}
+
+async fn live(state: web::Data<AppState>) -> HttpResponse {
+    state.lifecycle.live_response()
+}

@@ -1,0 +1,167 @@
+//! PostgreSQL: accounts and API keys. Only a key's SHA-256 is ever written.
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use sluice_shared::apikey;
+use sluice_shared::config::PostgresSettings;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A pool that connects on first use, so the api starts (and reports unhealthy) without PostgreSQL.
+pub fn pool(settings: &PostgresSettings) -> anyhow::Result<PgPool> {
+    let opts: PgConnectOptions = settings
+        .url
+        .expose_secret()
+        .parse()
+        .context("invalid postgres.url")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(opts))
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("running PostgreSQL migrations")
+}
+
+/// The owner of a valid key, as the ingest path needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub key_id: Uuid,
+    pub account_id: Uuid,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+#[tracing::instrument(name = "Creating an account", skip_all)]
+pub async fn create_account(
+    pool: &PgPool,
+    email: &str,
+    password_hash: Option<&str>,
+) -> anyhow::Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO accounts (id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(normalise_email(email))
+        .bind(password_hash)
+        .execute(pool)
+        .await
+        .context("inserting an account")?;
+    Ok(id)
+}
+
+pub async fn find_account_by_email(pool: &PgPool, email: &str) -> anyhow::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1")
+        .bind(normalise_email(email))
+        .fetch_optional(pool)
+        .await
+        .context("looking up an account by email")
+}
+
+/// Creates a key; the returned text is the only time it exists outside the client.
+#[tracing::instrument(name = "Creating an API key", skip_all, fields(account_id = %account_id))]
+pub async fn create_key(
+    pool: &PgPool,
+    account_id: Uuid,
+    name: &str,
+) -> anyhow::Result<(KeyRecord, String)> {
+    let new = apikey::generate();
+    let record: KeyRecord = sqlx::query_as(
+        "INSERT INTO api_keys (id, account_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, account_id, name, prefix, created_at, last_used_at, revoked_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(account_id)
+    .bind(name)
+    .bind(&new.prefix)
+    .bind(&new.hash)
+    .fetch_one(pool)
+    .await
+    .context("inserting an API key")?;
+    Ok((record, new.key))
+}
+
+/// Marks a key revoked and returns its hash (for cache eviction), or `None` if there is no such
+/// live key (of that account, when one is given).
+#[tracing::instrument(name = "Revoking an API key", skip_all, fields(key_id = %key_id))]
+pub async fn revoke_key(
+    pool: &PgPool,
+    key_id: Uuid,
+    account_id: Option<Uuid>,
+) -> anyhow::Result<Option<String>> {
+    sqlx::query_scalar(
+        "UPDATE api_keys SET revoked_at = now()
+         WHERE id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR account_id = $2)
+         RETURNING key_hash",
+    )
+    .bind(key_id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await
+    .context("revoking an API key")
+}
+
+pub async fn find_live_key(pool: &PgPool, key_hash: &str) -> anyhow::Result<Option<KeyOwner>> {
+    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(key_hash)
+    .fetch_optional(pool)
+    .await
+    .context("looking up an API key")?;
+    Ok(row.map(|(key_id, account_id)| KeyOwner { key_id, account_id }))
+}
+
+pub async fn list_keys(pool: &PgPool, account_id: Uuid) -> anyhow::Result<Vec<KeyRecord>> {
+    sqlx::query_as(
+        "SELECT id, account_id, name, prefix, created_at, last_used_at, revoked_at
+         FROM api_keys WHERE account_id = $1 ORDER BY created_at",
+    )
+    .bind(account_id)
+    .fetch_all(pool)
+    .await
+    .context("listing API keys")
+}
+
+/// One write for every key used since the last call, instead of one per event.
+pub async fn touch_keys(pool: &PgPool, key_ids: &[Uuid]) -> anyhow::Result<()> {
+    if key_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)")
+        .bind(key_ids)
+        .execute(pool)
+        .await
+        .context("recording lastUsedAt")?;
+    Ok(())
+}
+
+pub async fn ping(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .context("PostgreSQL SELECT 1")?;
+    Ok(())
+}

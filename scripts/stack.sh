@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The local stack: installs what is missing, starts Redis, PostgreSQL and the MongoDB server (and,
+# for `up`, the Sluice services) with data under .data/, and stops exactly what it started.
+# Every start is skipped when that server already answers, so running it twice changes nothing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA=${SLUICE_DATA_DIR:-$ROOT/.data}
+LOGS=$DATA/logs
+RUN=$DATA/run
+VENV=$ROOT/.venv
+SECANTUSDB_VERSION=0.7.0b3
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+
+REDIS_PORT=${SLUICE_REDIS_PORT:-6380}
+PG_PORT=${SLUICE_PG_PORT:-5433}
+MONGO_PORT=${SLUICE_MONGO_PORT:-27018}
+API_PORT=${SLUICE_API__PORT:-3001}
+WORKER_PORT=${SLUICE_WORKER__PORT:-3003}
+PROFILE=${PROFILE:-release}
+
+export SLUICE_REDIS__URL=${SLUICE_REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}
+export SLUICE_POSTGRES__URL=${SLUICE_POSTGRES__URL:-postgres://postgres@127.0.0.1:$PG_PORT/sluice}
+export SLUICE_MONGO__URL=${SLUICE_MONGO__URL:-mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port name seconds
+  for _ in $(seq 1 $(( ${3:-30} * 10 ))); do port_open "$1" && return 0; sleep 0.1; done
+  echo "$2 did not answer on port $1; see $LOGS" >&2; return 1
+}
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  if ! "$VENV/bin/secantusd-py" --help >/dev/null 2>&1; then
+    log "installing secantusdb==$SECANTUSDB_VERSION into .venv"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "secantusdb==$SECANTUSDB_VERSION"
+  fi
+}
+
+start_redis() {
+  if port_open "$REDIS_PORT"; then return; fi
+  log "starting Redis on $REDIS_PORT (AOF on)"
+  mkdir -p "$DATA/redis" "$LOGS" "$RUN"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
+    --appendonly yes --appendfsync everysec --save "" --daemonize yes \
+    --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
+  wait_port "$REDIS_PORT" Redis
+}
+
+start_postgres() {
+  if port_open "$PG_PORT"; then return; fi
+  log "starting PostgreSQL on $PG_PORT"
+  mkdir -p "$DATA/pg" "$LOGS" "$RUN"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$DATA/pg" "$LOGS"; chmod 700 "$DATA/pg"; fi
+  if [ ! -f "$DATA/pg/PG_VERSION" ]; then
+    as_postgres "$PG_BIN/initdb" -D "$DATA/pg" -U postgres --auth=trust >/dev/null
+  fi
+  as_postgres "$PG_BIN/pg_ctl" -D "$DATA/pg" -l "$LOGS/postgres.log" -w \
+    -o "-p $PG_PORT -k $DATA/pg -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" start >/dev/null
+  wait_port "$PG_PORT" PostgreSQL
+  if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='sluice'" | grep -q 1; then
+    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE sluice" >/dev/null
+  fi
+}
+
+start_mongo() {
+  if port_open "$MONGO_PORT"; then return; fi
+  log "starting the MongoDB server (SecantusDB) on $MONGO_PORT"
+  mkdir -p "$DATA/mongo" "$LOGS" "$RUN"
+  nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" \
+    --storage-path "$DATA/mongo" --log-level WARNING >"$LOGS/mongo.log" 2>&1 &
+  echo $! >"$RUN/mongo.pid"
+  wait_port "$MONGO_PORT" MongoDB 60
+}
+
+infra() {
+  install
+  start_redis
+  start_postgres
+  start_mongo
+}
+
+build() {
+  log "building sluice-api and sluice-worker ($PROFILE)"
+  if [ "$PROFILE" = release ]; then
+    cargo build --release -q -p sluice-api -p sluice-worker
+  else
+    cargo build -q -p sluice-api -p sluice-worker
+  fi
+}
+
+bin() { echo "$ROOT/target/$PROFILE/$1"; }
+
+start_service() { # name port binary
+  if port_open "$2"; then return; fi
+  log "starting $1 on $2"
+  nohup "$3" >"$LOGS/$1.log" 2>&1 &
+  echo $! >"$RUN/$1.pid"
+  wait_port "$2" "$1" 60
+}
+
+up() {
+  infra
+  build
+  "$(bin sluice-api)" migrate >/dev/null
+  start_service api "$API_PORT" "$(bin sluice-api)"
+  start_service worker "$WORKER_PORT" "$(bin sluice-worker)"
+  local key
+  key=$("$(bin sluice-api)" demo --key-file "$DATA/demo-key" | tail -1)
+  cat <<TXT
+
+Sluice is up.
+  api        http://127.0.0.1:$API_PORT   (health: /api/health, metrics: /metrics)
+  worker     http://127.0.0.1:$WORKER_PORT   (health: /api/health, metrics: /metrics)
+  Redis      127.0.0.1:$REDIS_PORT   PostgreSQL 127.0.0.1:$PG_PORT   MongoDB 127.0.0.1:$MONGO_PORT
+  logs       $LOGS/
+
+Demo account: demo@sluice.local
+Demo API key: $key
+
+Send an event:
+  curl -i -X POST http://127.0.0.1:$API_PORT/api/v1/events \\
+    -H 'content-type: application/json' -H 'x-api-key: $key' \\
+    -d '{"eventType":"signup","userId":"user-1","properties":{"plan":"pro"}}'
+TXT
+}
+
+stop_pid() { # name
+  local f=$RUN/$1.pid
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $1"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+down() {
+  stop_pid worker
+  stop_pid api
+  stop_pid mongo
+  stop_pid redis
+  if [ -f "$DATA/pg/postmaster.pid" ]; then
+    log "stopping PostgreSQL"
+    as_postgres "$PG_BIN/pg_ctl" -D "$DATA/pg" -m fast stop >/dev/null || true
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  infra) infra ;;
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 install|infra|up|down" >&2; exit 2 ;;
+esac

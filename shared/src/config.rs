@@ -1,0 +1,260 @@
+//! Typed, layered settings: built-in defaults → an optional TOML file (`SLUICE_CONFIG`, or
+//! `sluice.toml` in the working directory) → `SLUICE_*` environment variables, with `__` between
+//! levels (`SLUICE_REDIS__URL`, `SLUICE_API__PORT`).
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Settings {
+    pub redis: RedisSettings,
+    pub postgres: PostgresSettings,
+    pub mongo: MongoSettings,
+    pub api: ApiSettings,
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: String,
+    /// The stream every api instance appends to and every worker reads.
+    pub stream_key: String,
+    /// The consumer group of the workers.
+    pub group: String,
+    /// How long one Redis command may take before the caller gives up (and answers 503).
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6380".into(),
+            stream_key: crate::names::STREAM_KEY.into(),
+            group: crate::names::CONSUMER_GROUP.into(),
+            command_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PostgresSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5433/sluice"),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MongoSettings {
+    pub url: String,
+    pub database: String,
+}
+
+impl Default for MongoSettings {
+    fn default() -> Self {
+        Self {
+            url: "mongodb://127.0.0.1:27018/?directConnection=true".into(),
+            database: crate::names::MONGO_DATABASE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    pub host: String,
+    pub port: u16,
+    /// How long an (account, eventId) pair is remembered in Redis for dedup.
+    pub dedup_window_secs: u64,
+    /// Entries the worker group has not acknowledged (lag + pending) above which ingest answers 503.
+    pub max_backlog: u64,
+    /// How often the backlog is read from Redis.
+    pub backlog_poll_ms: u64,
+    pub max_event_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+    /// How long a valid key stays in the in-process cache (revocation evicts it at once).
+    pub key_cache_ttl_secs: u64,
+    /// How long an unknown key stays cached as unknown, so a flood of bad keys never reaches PostgreSQL.
+    pub negative_key_cache_ttl_secs: u64,
+    /// How often `lastUsedAt` is written for the keys used since the last write.
+    pub last_used_flush_secs: u64,
+    pub workers: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 3001,
+            dedup_window_secs: 600,
+            max_backlog: 500_000,
+            backlog_poll_ms: 250,
+            max_event_bytes: 64 * 1024,
+            max_batch_bytes: 5 * 1024 * 1024,
+            max_batch_events: 1000,
+            key_cache_ttl_secs: 60,
+            negative_key_cache_ttl_secs: 5,
+            last_used_flush_secs: 10,
+            workers: 0,
+        }
+    }
+}
+
+impl ApiSettings {
+    pub fn dedup_window(&self) -> Duration {
+        Duration::from_secs(self.dedup_window_secs)
+    }
+    pub fn backlog_poll(&self) -> Duration {
+        Duration::from_millis(self.backlog_poll_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Stable name of this consumer in the group; defaults to the host name.
+    pub consumer_name: Option<String>,
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 3003,
+            consumer_name: None,
+            batch_size: 100,
+            flush_interval_ms: 500,
+            retry_base_ms: 100,
+            retry_cap_ms: 5_000,
+        }
+    }
+}
+
+impl WorkerSettings {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The configured consumer name, else the host name, else a fixed fallback.
+    pub fn consumer(&self) -> String {
+        if let Some(name) = self.consumer_name.as_deref().filter(|n| !n.is_empty()) {
+            return name.to_owned();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker-1".to_owned())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Reads the layered configuration and validates it.
+    pub fn load() -> Result<Self, SettingsError> {
+        let file = std::env::var("SLUICE_CONFIG").unwrap_or_else(|_| "sluice.toml".into());
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::with_name(&file).required(false))
+            .add_source(
+                config::Environment::with_prefix("SLUICE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |setting, reason: &str| {
+            Err(SettingsError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.worker.batch_size == 0 || self.worker.batch_size > 10_000 {
+            return invalid("worker.batch_size", "must be between 1 and 10000");
+        }
+        if self.worker.flush_interval_ms == 0 {
+            return invalid("worker.flush_interval_ms", "must be above 0");
+        }
+        if self.api.max_batch_events == 0 {
+            return invalid("api.max_batch_events", "must be above 0");
+        }
+        if self.api.max_event_bytes > self.api.max_batch_bytes {
+            return invalid("api.max_event_bytes", "must not exceed api.max_batch_bytes");
+        }
+        if self.api.dedup_window_secs == 0 {
+            return invalid("api.dedup_window_secs", "must be above 0");
+        }
+        if self.redis.stream_key.is_empty() {
+            return invalid("redis.stream_key", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = Settings::default();
+        assert_eq!(s.api.port, 3001);
+        assert_eq!(s.worker.port, 3003);
+        assert!(s.redis.url.contains(":6380"));
+        assert!(s.mongo.url.contains(":27018"));
+        assert_eq!(s.redis.stream_key, "events:stream");
+        assert_eq!(s.redis.group, "workers");
+        assert_eq!(s.api.dedup_window_secs, 600);
+        assert_eq!(s.worker.batch_size, 100);
+        assert_eq!(s.worker.flush_interval_ms, 500);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn a_zero_batch_size_is_refused_by_name() {
+        let mut s = Settings::default();
+        s.worker.batch_size = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("worker.batch_size"), "{err}");
+    }
+}

@@ -1,0 +1,407 @@
+//! The event model: the JSON schema a client's event must satisfy, the typed event it becomes, and
+//! the server-side stamping (account, receive time, eventId, clock-skew correction) that turns it
+//! into the entry queued on the stream. Everything here is pure: no I/O.
+use std::sync::OnceLock;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use jsonschema::error::ValidationErrorKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Violation;
+
+/// Deepest nesting allowed inside `properties` (the `properties` object itself is depth 1).
+pub const MAX_PROPERTIES_DEPTH: usize = 16;
+
+/// Draft 2020-12 schema of one event as a client sends it.
+pub fn schema_json() -> Value {
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://sluice.dev/schemas/event.json",
+        "title": "Sluice event",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["eventType", "userId"],
+        "properties": {
+            "eventId": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9_.:-]+$"},
+            "eventType": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[a-zA-Z][a-zA-Z0-9_.:-]*$"},
+            "userId": {"type": "string", "minLength": 1, "maxLength": 128},
+            "sessionId": {"type": "string", "minLength": 1, "maxLength": 128},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "sentAt": {"type": "string", "format": "date-time"},
+            "properties": {"type": "object"}
+        }
+    })
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema_json())
+            .expect("the built-in event schema compiles")
+    })
+}
+
+/// An event as the client sent it, once it satisfied the schema.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncomingEvent {
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub timestamp: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// An event as it is queued on the stream and stored: stamped by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedEvent {
+    pub event_id: String,
+    pub account_id: String,
+    pub event_type: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(with = "millis_rfc3339")]
+    pub timestamp: DateTime<Utc>,
+    #[serde(with = "millis_rfc3339")]
+    pub received_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// Checks `value` against the schema and the rules a schema cannot express; every violation is
+/// reported with a JSON pointer.
+pub fn validate(value: &Value) -> Result<IncomingEvent, Vec<Violation>> {
+    let mut violations: Vec<Violation> = validator()
+        .iter_errors(value)
+        .flat_map(|e| {
+            let base = e.instance_path().as_str().to_owned();
+            match e.kind() {
+                ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+                    .iter()
+                    .map(|p| Violation {
+                        path: format!("{base}/{}", escape_pointer(p)),
+                        message: format!("unknown field `{p}` is not allowed"),
+                    })
+                    .collect::<Vec<_>>(),
+                ValidationErrorKind::Required { property } => {
+                    let name = property.as_str().unwrap_or_default();
+                    vec![Violation {
+                        path: format!("{base}/{}", escape_pointer(name)),
+                        message: format!("`{name}` is required"),
+                    }]
+                }
+                _ => vec![Violation {
+                    path: base,
+                    message: e.to_string(),
+                }],
+            }
+        })
+        .collect();
+    if let Some(props) = value.get("properties") {
+        if props.is_object() && depth(props) > MAX_PROPERTIES_DEPTH {
+            violations.push(Violation {
+                path: "/properties".into(),
+                message: format!("nesting deeper than {MAX_PROPERTIES_DEPTH} levels"),
+            });
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    // The schema guarantees the shape; a failure here would be a date the schema's format check
+    // accepts and chrono does not, reported as such.
+    IncomingEvent::deserialize(value).map_err(|e| {
+        vec![Violation {
+            path: String::new(),
+            message: e.to_string(),
+        }]
+    })
+}
+
+/// Nesting depth of a JSON value: scalars 0, an empty object or array 1. Stops counting at the limit
+/// plus one so a hostile document costs no more than it must.
+fn depth(value: &Value) -> usize {
+    fn walk(value: &Value, level: usize) -> usize {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => return level - 1,
+        };
+        if level > MAX_PROPERTIES_DEPTH {
+            return level;
+        }
+        children
+            .map(|c| walk(c, level + 1))
+            .max()
+            .unwrap_or(level)
+            .max(level)
+    }
+    walk(value, 1)
+}
+
+fn escape_pointer(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The event time the server records: the client's `timestamp` (or the receive time), shifted by
+/// the client clock's skew when `sentAt` says what the client clock read at send time.
+pub fn corrected_timestamp(
+    timestamp: Option<DateTime<Utc>>,
+    sent_at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Violation> {
+    let Some(ts) = timestamp else {
+        return Ok(received_at);
+    };
+    let Some(sent) = sent_at else {
+        return Ok(ts);
+    };
+    use chrono::Datelike;
+    ts.checked_add_signed(received_at.signed_duration_since(sent))
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .ok_or_else(|| Violation {
+            path: "/sentAt".into(),
+            message: "the clock-skew correction moves `timestamp` out of range".into(),
+        })
+}
+
+impl QueuedEvent {
+    /// Stamps a validated event with what only the server may set.
+    pub fn stamp(
+        incoming: IncomingEvent,
+        account_id: &str,
+        received_at: DateTime<Utc>,
+    ) -> Result<Self, Violation> {
+        let timestamp = corrected_timestamp(incoming.timestamp, incoming.sent_at, received_at)?;
+        Ok(Self {
+            event_id: incoming
+                .event_id
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            account_id: account_id.to_owned(),
+            event_type: incoming.event_type,
+            user_id: incoming.user_id,
+            session_id: incoming.session_id,
+            timestamp,
+            received_at,
+            properties: incoming.properties,
+        })
+    }
+}
+
+/// RFC 3339 with milliseconds and `Z`: the precision a BSON date keeps.
+mod millis_rfc3339 {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn paths(v: Value) -> Vec<String> {
+        validate(&v)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.path)
+            .collect()
+    }
+
+    #[test]
+    fn a_minimal_event_is_valid() {
+        let e = validate(&json!({"eventType": "click", "userId": "u1"})).unwrap();
+        assert_eq!(e.event_type, "click");
+        assert_eq!(e.event_id, None);
+    }
+
+    #[test]
+    fn every_violation_is_reported_with_a_pointer() {
+        let mut p = paths(json!({"eventType": "1bad", "accountId": "x", "sessionId": ""}));
+        p.sort();
+        assert_eq!(p, vec!["/accountId", "/eventType", "/sessionId", "/userId"]);
+    }
+
+    #[test]
+    fn event_ids_are_limited_in_charset_and_length() {
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "eventId": "has space"})),
+            vec!["/eventId"]
+        );
+        let long = "a".repeat(129);
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "eventId": long})),
+            vec!["/eventId"]
+        );
+        assert!(
+            validate(&json!({"eventType": "a", "userId": "u", "eventId": "a-b_c.d:e"})).is_ok()
+        );
+    }
+
+    #[test]
+    fn dates_must_be_rfc3339() {
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "timestamp": "yesterday"})),
+            vec!["/timestamp"]
+        );
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "sentAt": "2024-13-01T00:00:00Z"})),
+            vec!["/sentAt"]
+        );
+    }
+
+    #[test]
+    fn properties_must_be_an_object_of_bounded_depth() {
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "properties": [1]})),
+            vec!["/properties"]
+        );
+        let mut deep = json!(1);
+        for _ in 0..16 {
+            deep = json!({ "k": deep });
+        }
+        assert!(validate(&json!({"eventType": "a", "userId": "u", "properties": deep})).is_ok());
+        let deeper = json!({ "k": deep });
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "properties": deeper})),
+            vec!["/properties"]
+        );
+    }
+
+    #[test]
+    fn depth_counts_containers_only() {
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": 1})), 1);
+        assert_eq!(depth(&json!({"a": [1]})), 2);
+        assert_eq!(depth(&json!({"a": [{}]})), 3);
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn skew_is_corrected_by_the_gap_between_sent_and_received() {
+        // The client clock runs 5 minutes slow: it said 10:00 when the server read 10:05.
+        let got = corrected_timestamp(
+            Some(t("2024-01-01T09:59:00Z")),
+            Some(t("2024-01-01T10:00:00Z")),
+            t("2024-01-01T10:05:00Z"),
+        )
+        .unwrap();
+        assert_eq!(got, t("2024-01-01T10:04:00Z"));
+    }
+
+    #[test]
+    fn without_sent_at_the_timestamp_stands_and_without_timestamp_receive_time_is_used() {
+        let rx = t("2024-01-01T10:05:00Z");
+        assert_eq!(
+            corrected_timestamp(Some(t("2024-01-01T09:00:00Z")), None, rx).unwrap(),
+            t("2024-01-01T09:00:00Z")
+        );
+        assert_eq!(
+            corrected_timestamp(None, Some(t("2024-01-01T09:00:00Z")), rx).unwrap(),
+            rx
+        );
+    }
+
+    #[test]
+    fn stamping_sets_the_account_and_generates_a_uuid_v7() {
+        let incoming = validate(&json!({"eventType": "a", "userId": "u"})).unwrap();
+        let rx = t("2024-01-01T10:05:00Z");
+        let q = QueuedEvent::stamp(incoming, "acc", rx).unwrap();
+        assert_eq!(q.account_id, "acc");
+        assert_eq!(q.timestamp, rx);
+        let id = uuid::Uuid::parse_str(&q.event_id).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn queued_events_round_trip_through_json_with_millisecond_dates() {
+        let incoming = validate(&json!({"eventType": "a", "userId": "u", "eventId": "e1",
+            "timestamp": "2024-01-01T10:00:00.123456Z", "properties": {"x": [1, {"y": null}]}}))
+        .unwrap();
+        let q = QueuedEvent::stamp(incoming, "acc", t("2024-01-01T10:05:00Z")).unwrap();
+        let text = serde_json::to_string(&q).unwrap();
+        assert!(
+            text.contains("\"timestamp\":\"2024-01-01T10:00:00.123Z\""),
+            "{text}"
+        );
+        let back: QueuedEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.event_id, "e1");
+        assert_eq!(back.properties, q.properties);
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(24, 256, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("eventType".to_owned()),
+                        Just("userId".to_owned()),
+                        Just("eventId".to_owned()),
+                        Just("timestamp".to_owned()),
+                        Just("sentAt".to_owned()),
+                        Just("properties".to_owned()),
+                        ".{0,12}"
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn no_document_makes_validation_or_stamping_panic(v in arb_json()) {
+            if let Ok(incoming) = validate(&v) {
+                let _ = QueuedEvent::stamp(incoming, "acc", Utc::now());
+            }
+        }
+
+        #[test]
+        fn no_byte_string_makes_parsing_and_validation_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                let _ = validate(&v);
+            }
+        }
+
+        #[test]
+        fn any_valid_timestamps_correct_without_panicking(
+            ts in -62_000_000_000i64..250_000_000_000,
+            sent in -62_000_000_000i64..250_000_000_000,
+        ) {
+            let ts = DateTime::from_timestamp(ts, 0).unwrap();
+            let sent = DateTime::from_timestamp(sent, 0).unwrap();
+            let _ = corrected_timestamp(Some(ts), Some(sent), Utc::now());
+        }
+    }
+}

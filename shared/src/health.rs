@@ -1,0 +1,111 @@
+//! Liveness and readiness state every service shares: readiness flips to 503 before shutdown;
+//! liveness follows heartbeats of the loops that matter rather than answering a constant 200.
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use serde_json::json;
+
+#[derive(Debug)]
+struct Inner {
+    ready: AtomicBool,
+    /// Unix millis of the last heartbeat of the loop liveness follows; 0 when none is watched.
+    heartbeat_ms: AtomicI64,
+    stale_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lifecycle(Arc<Inner>);
+
+impl Lifecycle {
+    pub fn new(stale_after: Duration) -> Self {
+        Self(Arc::new(Inner {
+            ready: AtomicBool::new(false),
+            heartbeat_ms: AtomicI64::new(0),
+            stale_after,
+        }))
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn beat(&self) {
+        self.0
+            .heartbeat_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// Alive unless a watched loop has stopped beating.
+    pub fn is_alive(&self) -> bool {
+        let last = self.0.heartbeat_ms.load(Ordering::Relaxed);
+        last == 0
+            || chrono::Utc::now().timestamp_millis() - last <= self.0.stale_after.as_millis() as i64
+    }
+
+    pub fn ready_response(&self) -> HttpResponse {
+        if self.is_ready() {
+            HttpResponse::Ok().json(json!({"status": "ready"}))
+        } else {
+            HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready"}))
+        }
+    }
+
+    pub fn live_response(&self) -> HttpResponse {
+        if self.is_alive() {
+            HttpResponse::Ok().json(json!({"status": "alive"}))
+        } else {
+            HttpResponse::ServiceUnavailable().json(json!({"status": "stalled"}))
+        }
+    }
+}
+
+/// One dependency's state in `GET /api/health`.
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+impl Check {
+    pub fn from_result<E: std::fmt::Display>(name: &'static str, r: Result<(), E>) -> Self {
+        match r {
+            Ok(()) => Check {
+                name,
+                ok: true,
+                error: None,
+            },
+            Err(e) => Check {
+                name,
+                ok: false,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+/// 200 when every dependency answers, else 503, with each dependency's status.
+pub fn health_response(checks: Vec<Check>) -> HttpResponse {
+    let all_ok = checks.iter().all(|c| c.ok);
+    let deps: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|c| {
+            let mut v = json!({"status": if c.ok { "up" } else { "down" }});
+            if let Some(e) = c.error {
+                v["error"] = json!(e);
+            }
+            (c.name.to_owned(), v)
+        })
+        .collect();
+    let body = json!({"status": if all_ok { "ok" } else { "degraded" }, "dependencies": deps});
+    if all_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,11 @@
+//! What two or more Sluice services need: configuration, telemetry, the event model and its schema,
+//! storage names, API-key hashing, the contract's error body and the metrics exporter.
+pub mod apikey;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod health;
+pub mod names;
+pub mod redis;
+pub mod telemetry;
+pub mod telemetry_metrics;

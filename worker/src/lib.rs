@@ -1,0 +1,7 @@
+//! The worker: reads the event stream in the `workers` consumer group, writes batches to MongoDB
+//! as unordered bulk inserts, and acknowledges entries only after the write returned.
+pub mod batching;
+pub mod consumer;
+pub mod startup;
+pub mod store;
+pub mod stream;

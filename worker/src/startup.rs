@@ -1,0 +1,176 @@
+//! Building and running the worker: connections, indexes, the consumer loop, and the small HTTP
+//! server for health and metrics.
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use fred::prelude::*;
+use mongodb::Database;
+use sluice_shared::config::Settings;
+use sluice_shared::health::{health_response, Check, Lifecycle};
+use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
+use tokio::sync::watch;
+
+use crate::consumer::Consumer;
+use crate::store;
+
+struct HealthState {
+    redis: Client,
+    db: Database,
+    lifecycle: Lifecycle,
+}
+
+/// Every route of the worker.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/health", web::get().to(health))
+        .route("/api/ready", web::get().to(ready))
+        .route("/api/live", web::get().to(live))
+        .route("/metrics", web::get().to(metrics_endpoint));
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    consumer: Consumer,
+    lifecycle: Lifecycle,
+    shutdown_deadline: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        prometheus();
+        let listener = TcpListener::bind((settings.worker.host.as_str(), settings.worker.port))
+            .with_context(|| {
+                format!(
+                    "cannot bind worker.host/worker.port {}:{}",
+                    settings.worker.host, settings.worker.port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        let redis = sluice_shared::redis::connect(&settings.redis).await?;
+        let blocking = sluice_shared::redis::connect_blocking(&settings.redis).await?;
+        sluice_shared::redis::ensure_group(
+            &redis,
+            &settings.redis.stream_key,
+            &settings.redis.group,
+        )
+        .await?;
+        let db = store::connect(&settings.mongo).await?;
+        store::ensure_indexes(&db).await?;
+
+        // A loop that has not beaten for a minute is stuck: its reads block 500 ms at most, and a
+        // write retry beats between attempts.
+        let lifecycle = Lifecycle::new(Duration::from_secs(60));
+        let consumer_name = settings.worker.consumer();
+        tracing::info!(consumer = %consumer_name, stream = %settings.redis.stream_key, "worker starting");
+        let consumer = Consumer::new(
+            settings,
+            consumer_name,
+            blocking,
+            redis.clone(),
+            &db,
+            lifecycle.clone(),
+        );
+        let state = web::Data::new(HealthState {
+            redis,
+            db,
+            lifecycle: lifecycle.clone(),
+        });
+        let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)?
+            .run();
+        Ok(Self {
+            port,
+            server,
+            consumer,
+            lifecycle,
+            shutdown_deadline: Duration::from_secs(10),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn consumer_name(&self) -> &str {
+        &self.consumer.consumer
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(sluice_shared_shutdown()).await
+    }
+
+    /// Consumes until `shutdown` completes; then readiness goes 503, reading stops, the batch in
+    /// hand is flushed and acknowledged, and the process exits within the deadline.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (tx, rx) = watch::channel(false);
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        self.lifecycle.set_ready(true);
+        let mut consumer = tokio::spawn(self.consumer.run(rx));
+        tokio::select! {
+            _ = shutdown => {
+                tracing::info!("shutting down: readiness off, flushing the batch in hand");
+                self.lifecycle.set_ready(false);
+                let _ = tx.send(true);
+                if tokio::time::timeout(self.shutdown_deadline, &mut consumer).await.is_err() {
+                    tracing::warn!("the batch in hand did not flush before the deadline; it stays pending");
+                    consumer.abort();
+                }
+            }
+            r = &mut consumer => {
+                r.context("the consumer loop panicked")?;
+            }
+        }
+        handle.stop(true).await;
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+async fn sluice_shared_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn health(state: web::Data<HealthState>) -> HttpResponse {
+    let (redis, mongo) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sluice_shared::redis::ping(&state.redis)
+        ),
+        tokio::time::timeout(Duration::from_secs(4), store::ping(&state.db)),
+    );
+    let flatten =
+        |r: Result<anyhow::Result<()>, _>| r.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    health_response(vec![
+        Check::from_result("redis", flatten(redis)),
+        Check::from_result("mongodb", flatten(mongo)),
+    ])
+}
+
+async fn ready(state: web::Data<HealthState>) -> HttpResponse {
+    state.lifecycle.ready_response()
+}
+
+async fn live(state: web::Data<HealthState>) -> HttpResponse {
+    state.lifecycle.live_response()
+}
