@@ -56,7 +56,7 @@ impl Enqueuer {
     }
 
     /// One outcome per event, in order.
-    #[tracing::instrument(name = "Queueing events", skip_all, fields(events = events.len()))]
+    #[tracing::instrument(level = "debug", name = "Queueing events", skip_all, fields(events = events.len()))]
     pub async fn enqueue(
         &self,
         events: &[QueuedEvent],

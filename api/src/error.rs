@@ -118,7 +118,7 @@ mod tests {
             ),
             (ApiError::TooManyEvents(1000), 413, "payload_too_large"),
             (
-                ApiError::UnsupportedMediaType("x".into()),
+                ApiError::UnsupportedMediaType("Content-Type must be application/json".into()),
                 415,
                 "unsupported_media_type",
             ),

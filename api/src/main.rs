@@ -10,8 +10,14 @@ use sluice_shared::telemetry::{get_subscriber, init_subscriber};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    init_subscriber(get_subscriber("sluice-api", "info", std::io::stdout));
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Admin commands print their result on stdout; their logs go to stderr, warnings only.
+    if matches!(command, Command::Serve) {
+        init_subscriber(get_subscriber("sluice-api", "info", std::io::stdout));
+    } else {
+        init_subscriber(get_subscriber("sluice-api", "warn", std::io::stderr));
+    }
+    match command {
         Command::Serve => {
             Application::build(settings)
                 .await?

@@ -127,7 +127,7 @@ impl Consumer {
 
     /// Writes the batch (retrying transient failures with backoff), dead-letters what can never be
     /// stored, then acknowledges every entry. Gives up, unacknowledged, only on shutdown.
-    #[tracing::instrument(name = "Flushing a batch", skip_all, fields(entries = entries.len()))]
+    #[tracing::instrument(level = "debug", name = "Flushing a batch", skip_all, fields(entries = entries.len()))]
     pub async fn flush(&self, entries: Vec<Entry>, shutdown: &mut watch::Receiver<bool>) {
         let started = Instant::now();
         let mut docs = Vec::with_capacity(entries.len());
