@@ -139,6 +139,19 @@ pub struct WorkerSettings {
     pub flush_interval_ms: u64,
     pub retry_base_ms: u64,
     pub retry_cap_ms: u64,
+    /// Deliveries (read from XPENDING) after which an entry is poison: dead-lettered and acked.
+    pub max_deliveries: u64,
+    /// How often entries left pending by other consumers are looked for (XAUTOCLAIM).
+    pub claim_interval_ms: u64,
+    /// How long an entry must have been idle in another consumer's hands before it is claimed.
+    pub claim_min_idle_ms: u64,
+    /// How often the stream is trimmed below its oldest unacknowledged entry, stale consumers
+    /// removed, and the pending and lag gauges refreshed.
+    pub maintenance_interval_ms: u64,
+    /// A consumer with nothing pending and idle this long is removed from the group.
+    pub stale_consumer_idle_ms: u64,
+    /// How long shutdown may take to flush and acknowledge the batch in hand.
+    pub shutdown_deadline_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -151,6 +164,12 @@ impl Default for WorkerSettings {
             flush_interval_ms: 500,
             retry_base_ms: 100,
             retry_cap_ms: 5_000,
+            max_deliveries: 5,
+            claim_interval_ms: 30_000,
+            claim_min_idle_ms: 60_000,
+            maintenance_interval_ms: 30_000,
+            stale_consumer_idle_ms: 3_600_000,
+            shutdown_deadline_ms: 10_000,
         }
     }
 }
@@ -211,6 +230,15 @@ impl Settings {
         };
         if self.worker.batch_size == 0 || self.worker.batch_size > 10_000 {
             return invalid("worker.batch_size", "must be between 1 and 10000");
+        }
+        if self.worker.max_deliveries == 0 {
+            return invalid("worker.max_deliveries", "must be above 0");
+        }
+        if self.worker.claim_interval_ms == 0 || self.worker.maintenance_interval_ms == 0 {
+            return invalid(
+                "worker.claim_interval_ms",
+                "claim and maintenance intervals must be above 0",
+            );
         }
         if self.worker.flush_interval_ms == 0 {
             return invalid("worker.flush_interval_ms", "must be above 0");

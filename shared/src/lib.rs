@@ -9,3 +9,5 @@ pub mod names;
 pub mod redis;
 pub mod telemetry;
 pub mod telemetry_metrics;
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -12,16 +12,19 @@ pub fn should_flush(
     len > 0 && (len >= batch_size || oldest_waited >= interval)
 }
 
+/// The longest a read blocks, so shutdown and heartbeats are never held up for long.
+pub const MAX_BLOCK: Duration = Duration::from_secs(1);
+
 /// How long the next read may block: the whole interval for an empty batch, else what is left of
-/// the oldest entry's interval (at least 1 ms, since BLOCK 0 would wait forever).
+/// the oldest entry's interval (at least 1 ms, since BLOCK 0 would wait forever), never more than
+/// [`MAX_BLOCK`].
 pub fn read_block(len: usize, oldest_waited: Duration, interval: Duration) -> Duration {
-    if len == 0 {
+    let block = if len == 0 {
         interval
     } else {
-        interval
-            .saturating_sub(oldest_waited)
-            .max(Duration::from_millis(1))
-    }
+        interval.saturating_sub(oldest_waited)
+    };
+    block.clamp(Duration::from_millis(1), MAX_BLOCK)
 }
 
 /// Exponential backoff with full jitter: uniform in `[0, min(cap, base·2^attempt)]`. `unit` is a
@@ -54,6 +57,8 @@ mod tests {
         assert_eq!(read_block(0, MS(0), MS(500)), MS(500));
         assert_eq!(read_block(3, MS(200), MS(500)), MS(300));
         assert_eq!(read_block(3, MS(900), MS(500)), MS(1));
+        assert_eq!(read_block(0, MS(0), MS(600_000)), MAX_BLOCK);
+        assert_eq!(read_block(3, MS(10), MS(600_000)), MAX_BLOCK);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::batching::{backoff, read_block, should_flush};
 use crate::store::{self, DeadLetter};
-use crate::stream::{ack, Cursor, Entry, StreamReader};
+use crate::stream::{self, ack, Cursor, Entry, StreamReader};
 
 pub struct Consumer {
     pub settings: Settings,
@@ -61,6 +61,37 @@ impl Consumer {
         )
     }
 
+    /// Takes over entries other consumers (dead ones, mostly) have held idle too long.
+    async fn claim(&self, count: usize) -> Vec<Entry> {
+        let w = &self.settings.worker;
+        match stream::claim(
+            &self.redis,
+            &self.settings.redis.stream_key,
+            &self.settings.redis.group,
+            &self.consumer,
+            Duration::from_millis(w.claim_min_idle_ms),
+            count,
+        )
+        .await
+        {
+            Ok(entries) => {
+                if !entries.is_empty() {
+                    tracing::info!(
+                        claimed = entries.len(),
+                        "claimed entries idle in other consumers"
+                    );
+                    metrics::counter!("sluice_worker_claimed_entries_total")
+                        .increment(entries.len() as u64);
+                }
+                entries
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "XAUTOCLAIM failed");
+                Vec::new()
+            }
+        }
+    }
+
     /// Runs until `shutdown` turns true; then flushes and acknowledges the batch in hand.
     #[tracing::instrument(name = "Consuming the event stream", skip_all, fields(consumer = %self.consumer))]
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -70,10 +101,25 @@ impl Consumer {
         let mut batch: Vec<Entry> = Vec::with_capacity(batch_size);
         let mut oldest: Option<Instant> = None;
         let mut read_failures = 0u32;
+        let claim_every = Duration::from_millis(self.settings.worker.claim_interval_ms);
+        let mut next_claim = Instant::now() + claim_every;
         loop {
             self.lifecycle.beat();
             if *shutdown.borrow() {
                 break;
+            }
+            if cursor == Cursor::New && Instant::now() >= next_claim && batch.len() < batch_size {
+                let wanted = batch_size - batch.len();
+                let claimed = self.claim(wanted).await;
+                next_claim = if claimed.len() == wanted {
+                    Instant::now()
+                } else {
+                    Instant::now() + claim_every
+                };
+                if oldest.is_none() && !claimed.is_empty() {
+                    oldest = Some(Instant::now());
+                }
+                batch.extend(claimed);
             }
             let waited = oldest.map(|t| t.elapsed()).unwrap_or_default();
             let block = read_block(batch.len(), waited, interval);
@@ -82,9 +128,22 @@ impl Consumer {
                 .read(&cursor, batch_size - batch.len(), block)
                 .await
             {
-                Ok(entries) => {
+                Ok(mut entries) => {
                     read_failures = 0;
                     if let Cursor::Pending(_) = cursor {
+                        // Re-reads of our own pending entries count as deliveries: a batch that
+                        // crashes the worker every time becomes poison instead of a crash loop.
+                        if let Err(e) = stream::set_deliveries(
+                            &self.redis,
+                            &self.settings.redis.stream_key,
+                            &self.settings.redis.group,
+                            &self.consumer,
+                            &mut entries,
+                        )
+                        .await
+                        {
+                            tracing::warn!(error = %e, "cannot read delivery counts");
+                        }
                         cursor = match entries.last() {
                             Some(last) => Cursor::Pending(last.id.clone()),
                             None => {
@@ -133,7 +192,25 @@ impl Consumer {
         let mut docs = Vec::with_capacity(entries.len());
         let mut doc_entries = Vec::with_capacity(entries.len());
         let mut dead = Vec::new();
+        let max_deliveries = self.settings.worker.max_deliveries;
         for entry in &entries {
+            if entry.deliveries > max_deliveries {
+                let event = entry.decode().ok();
+                tracing::warn!(stream_id = %entry.id, deliveries = entry.deliveries, event_id = ?event.as_ref().map(|e| &e.event_id), "dead-lettering a poison entry");
+                dead.push(DeadLetter {
+                    stream_id: entry.id.clone(),
+                    account_id: event.as_ref().map(|e| e.account_id.clone()),
+                    event_id: event.as_ref().map(|e| e.event_id.clone()),
+                    fields: entry.raw_fields(),
+                    reason: "poison",
+                    error: format!(
+                        "delivered {} times, more than the {max_deliveries} allowed",
+                        entry.deliveries
+                    ),
+                    attempts: entry.deliveries as u32,
+                });
+                continue;
+            }
             match entry
                 .decode()
                 .and_then(|e| store::to_document(&e).map(|d| (e, d)))
@@ -152,7 +229,7 @@ impl Consumer {
                         fields: entry.raw_fields(),
                         reason: "invalid",
                         error,
-                        attempts: 1,
+                        attempts: entry.deliveries as u32,
                     })
                 }
             }
@@ -191,7 +268,7 @@ impl Consumer {
                     fields: entry.raw_fields(),
                     reason: "write_rejected",
                     error: error.clone(),
-                    attempts: attempt + 1,
+                    attempts: entry.deliveries as u32,
                 });
             }
         }

@@ -2,6 +2,8 @@
 //! as unordered bulk inserts, and acknowledges entries only after the write returned.
 pub mod batching;
 pub mod consumer;
+pub mod maintenance;
+pub mod replay;
 pub mod startup;
 pub mod store;
 pub mod stream;

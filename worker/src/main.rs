@@ -1,13 +1,80 @@
+use clap::{Parser, Subcommand};
 use sluice_shared::config::Settings;
 use sluice_shared::telemetry::{get_subscriber, init_subscriber};
+use sluice_worker::replay::{replay, ReplayFilter};
 use sluice_worker::startup::Application;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-worker",
+    about = "Sluice stream consumer and its dead-letter tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the stream (the default).
+    Run,
+    /// Dead-letter tools.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Put dead letters back on the stream (each once; a second replay adds nothing).
+    Replay {
+        /// Only this reason: invalid, write_rejected or poison.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only dead letters from this time on (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let settings = Settings::load()?;
-    init_subscriber(get_subscriber("sluice-worker", "info", std::io::stdout));
-    Application::build(settings)
-        .await?
-        .run_until_stopped()
-        .await
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            init_subscriber(get_subscriber("sluice-worker", "info", std::io::stdout));
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    reason,
+                    account,
+                    since,
+                },
+        } => {
+            init_subscriber(get_subscriber("sluice-worker", "warn", std::io::stderr));
+            let db = sluice_worker::store::connect(&settings.mongo).await?;
+            let redis = sluice_shared::redis::connect(&settings.redis).await?;
+            let filter = ReplayFilter {
+                reason,
+                account,
+                since,
+            };
+            let report = replay(&db, &redis, &settings.redis.stream_key, &filter).await?;
+            println!(
+                "{}",
+                serde_json::json!({"replayed": report.replayed, "unreplayable": report.unreplayable})
+            );
+            Ok(())
+        }
+    }
 }

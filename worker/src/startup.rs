@@ -36,7 +36,8 @@ pub struct Application {
     server: Server,
     consumer: Consumer,
     lifecycle: Lifecycle,
-    shutdown_deadline: Duration,
+    redis: Client,
+    settings: Settings,
 }
 
 impl Application {
@@ -67,7 +68,7 @@ impl Application {
         let consumer_name = settings.worker.consumer();
         tracing::info!(consumer = %consumer_name, stream = %settings.redis.stream_key, "worker starting");
         let consumer = Consumer::new(
-            settings,
+            settings.clone(),
             consumer_name,
             blocking,
             redis.clone(),
@@ -75,7 +76,7 @@ impl Application {
             lifecycle.clone(),
         );
         let state = web::Data::new(HealthState {
-            redis,
+            redis: redis.clone(),
             db,
             lifecycle: lifecycle.clone(),
         });
@@ -89,7 +90,8 @@ impl Application {
             server,
             consumer,
             lifecycle,
-            shutdown_deadline: Duration::from_secs(10),
+            redis,
+            settings,
         })
     }
 
@@ -112,13 +114,20 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         self.lifecycle.set_ready(true);
+        let maintenance = crate::maintenance::spawn(
+            self.redis.clone(),
+            self.settings.clone(),
+            self.consumer.consumer.clone(),
+            rx.clone(),
+        );
+        let deadline = Duration::from_millis(self.settings.worker.shutdown_deadline_ms);
         let mut consumer = tokio::spawn(self.consumer.run(rx));
         tokio::select! {
             _ = shutdown => {
                 tracing::info!("shutting down: readiness off, flushing the batch in hand");
                 self.lifecycle.set_ready(false);
                 let _ = tx.send(true);
-                if tokio::time::timeout(self.shutdown_deadline, &mut consumer).await.is_err() {
+                if tokio::time::timeout(deadline, &mut consumer).await.is_err() {
                     tracing::warn!("the batch in hand did not flush before the deadline; it stays pending");
                     consumer.abort();
                 }
@@ -127,6 +136,7 @@ impl Application {
                 r.context("the consumer loop panicked")?;
             }
         }
+        maintenance.abort();
         handle.stop(true).await;
         let _ = server.await;
         Ok(())

@@ -81,6 +81,11 @@ pub async fn ensure_indexes(db: &Database) -> anyhow::Result<()> {
     dlq.create_index(
         IndexModel::builder()
             .keys(doc! {"accountId": 1, "failedAt": -1})
+            .options(
+                IndexOptions::builder()
+                    .name("account_failed".to_owned())
+                    .build(),
+            )
             .build(),
     )
     .await
@@ -130,43 +135,107 @@ pub struct WriteReport {
 #[error("transient MongoDB failure: {0}")]
 pub struct TransientWriteError(#[source] pub mongodb::error::Error);
 
-/// One unordered insert of the whole batch. Re-running it is safe: stored documents come back as
-/// duplicate-key errors.
-pub async fn write_batch(
+/// Server error codes that mean "not now" rather than "not this document".
+const TRANSIENT_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    50,    // MaxTimeMSExpired
+    112,   // WriteConflict
+];
+
+enum Failure {
+    Transient(mongodb::error::Error),
+    /// The server refused the command for something in it, without saying which document.
+    Rejected(mongodb::error::Error),
+}
+
+fn is_transient(e: &mongodb::error::Error) -> bool {
+    if e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError") {
+        return true;
+    }
+    match &*e.kind {
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => false,
+        // Unreachable, timed out, pool cleared, and anything unknown: retry, never dead-letter.
+        _ => true,
+    }
+}
+
+/// One unordered insert. Re-running it is safe: stored documents come back as duplicate-key
+/// errors.
+async fn insert(
     events: &Collection<Document>,
     docs: Vec<Document>,
-) -> Result<WriteReport, TransientWriteError> {
+) -> Result<WriteReport, Failure> {
     let total = docs.len();
-    if total == 0 {
-        return Ok(WriteReport::default());
-    }
     match events.insert_many(docs).ordered(false).await {
         Ok(r) => Ok(WriteReport {
             inserted: r.inserted_ids.len(),
             ..Default::default()
         }),
-        Err(e) => classify(total, e),
+        Err(e) => match &*e.kind {
+            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+                let mut report = WriteReport::default();
+                for we in failure.write_errors.iter().flatten() {
+                    if we.code == DUPLICATE_KEY {
+                        report.duplicates += 1;
+                    } else {
+                        report
+                            .rejected
+                            .push((we.index, format!("code {}: {}", we.code, we.message)));
+                    }
+                }
+                report.inserted = total - report.duplicates - report.rejected.len();
+                Ok(report)
+            }
+            _ if is_transient(&e) => Err(Failure::Transient(e)),
+            _ => Err(Failure::Rejected(e)),
+        },
     }
 }
 
-fn classify(total: usize, e: mongodb::error::Error) -> Result<WriteReport, TransientWriteError> {
-    let ErrorKind::InsertMany(ref failure) = *e.kind else {
-        return Err(TransientWriteError(e));
-    };
-    if failure.write_concern_error.is_some() {
-        return Err(TransientWriteError(e));
-    }
+/// Writes a batch as one unordered insert; documents the server refuses are reported by index
+/// (split in halves until each refusal is pinned to one document when the server does not say
+/// which). A transient failure returns at once, for the caller to retry the whole batch.
+pub async fn write_batch(
+    events: &Collection<Document>,
+    docs: Vec<Document>,
+) -> Result<WriteReport, TransientWriteError> {
     let mut report = WriteReport::default();
-    for we in failure.write_errors.iter().flatten() {
-        if we.code == DUPLICATE_KEY {
-            report.duplicates += 1;
-        } else {
-            report
-                .rejected
-                .push((we.index, format!("code {}: {}", we.code, we.message)));
+    let mut parts = vec![(0usize, docs)];
+    while let Some((offset, mut part)) = parts.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        match insert(events, part.clone()).await {
+            Ok(r) => {
+                report.inserted += r.inserted;
+                report.duplicates += r.duplicates;
+                report
+                    .rejected
+                    .extend(r.rejected.into_iter().map(|(i, m)| (offset + i, m)));
+            }
+            Err(Failure::Transient(e)) => return Err(TransientWriteError(e)),
+            Err(Failure::Rejected(e)) if part.len() == 1 => {
+                report.rejected.push((offset, e.to_string()));
+            }
+            Err(Failure::Rejected(_)) => {
+                let right = part.split_off(part.len() / 2);
+                parts.push((offset + part.len(), right));
+                parts.push((offset, part));
+            }
         }
     }
-    report.inserted = total - report.duplicates - report.rejected.len();
     Ok(report)
 }
 

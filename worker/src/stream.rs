@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
 use sluice_shared::event::QueuedEvent;
 use sluice_shared::names::{STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
 
@@ -11,6 +12,8 @@ use sluice_shared::names::{STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
 pub struct Entry {
     pub id: String,
     pub fields: HashMap<String, Value>,
+    /// Times the group has delivered it, this delivery included (1 for a first read).
+    pub deliveries: u64,
 }
 
 impl Entry {
@@ -101,9 +104,225 @@ impl StreamReader {
             .remove(&self.stream)
             .unwrap_or_default()
             .into_iter()
-            .map(|(id, fields)| Entry { id, fields })
+            .map(|(id, fields)| Entry {
+                id,
+                fields,
+                deliveries: 1,
+            })
             .collect())
     }
+}
+
+fn custom(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+}
+
+/// `[id, [field, value, ...]]` as Redis returns a stream entry.
+fn parse_entry(v: Value) -> Option<Entry> {
+    let Value::Array(mut parts) = v else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let fields = parts.pop()?;
+    let id = parts.pop()?.as_string()?;
+    let mut map = HashMap::new();
+    if let Value::Array(flat) = fields {
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let Some(k) = k.as_string() {
+                map.insert(k, v);
+            }
+        }
+    }
+    Some(Entry {
+        id,
+        fields: map,
+        deliveries: 1,
+    })
+}
+
+/// Claims up to `count` entries idle for `min_idle` in any consumer's hands (XAUTOCLAIM), with
+/// their delivery counts. Entries deleted from the stream while pending are dropped by Redis.
+pub async fn claim(
+    client: &Client,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    count: usize,
+) -> Result<Vec<Entry>, fred::error::Error> {
+    let reply: Value = client
+        .custom(
+            custom("XAUTOCLAIM"),
+            vec![
+                Value::from(stream),
+                Value::from(group),
+                Value::from(consumer),
+                Value::from(min_idle.as_millis() as i64),
+                Value::from("0-0"),
+                Value::from("COUNT"),
+                Value::from(count as i64),
+            ],
+        )
+        .await?;
+    let Value::Array(mut parts) = reply else {
+        return Ok(Vec::new());
+    };
+    if parts.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let Value::Array(raw) = parts.swap_remove(1) else {
+        return Ok(Vec::new());
+    };
+    let mut entries: Vec<Entry> = raw.into_iter().filter_map(parse_entry).collect();
+    set_deliveries(client, stream, group, consumer, &mut entries).await?;
+    Ok(entries)
+}
+
+/// Fills in each entry's delivery count from XPENDING (entries of `consumer` only).
+pub async fn set_deliveries(
+    client: &Client,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    entries: &mut [Entry],
+) -> Result<(), fred::error::Error> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let reply: Value = client
+        .custom(
+            custom("XPENDING"),
+            vec![
+                Value::from(stream),
+                Value::from(group),
+                Value::from(first.id.as_str()),
+                Value::from(last.id.as_str()),
+                Value::from(entries.len() as i64),
+                Value::from(consumer),
+            ],
+        )
+        .await?;
+    let mut counts = HashMap::new();
+    if let Value::Array(rows) = reply {
+        for row in rows {
+            if let Value::Array(cols) = row {
+                if let (Some(id), Some(n)) = (
+                    cols.first().and_then(|v| v.as_string()),
+                    cols.get(3).and_then(|v| v.as_u64()),
+                ) {
+                    counts.insert(id, n);
+                }
+            }
+        }
+    }
+    for e in entries.iter_mut() {
+        if let Some(n) = counts.get(&e.id) {
+            e.deliveries = *n;
+        }
+    }
+    Ok(())
+}
+
+/// The group's pending summary and position, for trimming and gauges.
+#[derive(Debug, Default, PartialEq)]
+pub struct GroupState {
+    pub pending: u64,
+    pub oldest_pending: Option<String>,
+    pub last_delivered: Option<String>,
+    pub lag: Option<u64>,
+}
+
+pub async fn group_state(
+    client: &Client,
+    stream: &str,
+    group: &str,
+) -> Result<GroupState, fred::error::Error> {
+    let groups: Vec<HashMap<String, Value>> = client.xinfo_groups(stream).await?;
+    let mut state = GroupState::default();
+    if let Some(g) = groups
+        .iter()
+        .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group))
+    {
+        state.last_delivered = g.get("last-delivered-id").and_then(|v| v.as_string());
+        state.lag = g.get("lag").and_then(|v| v.as_u64());
+    }
+    let summary: Value = client
+        .custom(
+            custom("XPENDING"),
+            vec![Value::from(stream), Value::from(group)],
+        )
+        .await?;
+    if let Value::Array(parts) = summary {
+        state.pending = parts.first().and_then(|v| v.as_u64()).unwrap_or(0);
+        state.oldest_pending = parts.get(1).and_then(|v| v.as_string());
+    }
+    Ok(state)
+}
+
+/// The lowest id the stream must keep: nothing pending or undelivered lies below it.
+pub fn trim_floor(state: &GroupState) -> Option<String> {
+    let last = state.last_delivered.as_deref().filter(|id| *id != "0-0")?;
+    Some(match state.oldest_pending.as_deref() {
+        Some(oldest) if stream_id_lt(oldest, last) => oldest.to_owned(),
+        _ => last.to_owned(),
+    })
+}
+
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+fn stream_id_lt(a: &str, b: &str) -> bool {
+    parse_id(a) < parse_id(b)
+}
+
+/// Deletes every entry below `floor` (XTRIM MINID): all acknowledged.
+pub async fn trim_below(
+    client: &Client,
+    stream: &str,
+    floor: &str,
+) -> Result<u64, fred::error::Error> {
+    client
+        .custom(
+            custom("XTRIM"),
+            vec![
+                Value::from(stream),
+                Value::from("MINID"),
+                Value::from(floor),
+            ],
+        )
+        .await
+}
+
+/// Removes consumers other than `me` that hold nothing and have been idle past `stale_after`.
+pub async fn remove_stale_consumers(
+    client: &Client,
+    stream: &str,
+    group: &str,
+    me: &str,
+    stale_after: Duration,
+) -> Result<Vec<String>, fred::error::Error> {
+    let consumers: Vec<HashMap<String, Value>> = client.xinfo_consumers(stream, group).await?;
+    let mut removed = Vec::new();
+    for c in consumers {
+        let name = c
+            .get("name")
+            .and_then(|v| v.as_string())
+            .unwrap_or_default();
+        let pending = c.get("pending").and_then(|v| v.as_u64()).unwrap_or(1);
+        let idle = c.get("idle").and_then(|v| v.as_u64()).unwrap_or(0);
+        if name != me && pending == 0 && idle >= stale_after.as_millis() as u64 {
+            let _: Value = client
+                .xgroup_delconsumer(stream, group, name.as_str())
+                .await?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }
 
 pub async fn ack(
@@ -116,4 +335,57 @@ pub async fn ack(
         return Ok(0);
     }
     client.xack(stream, group, ids).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(last: Option<&str>, oldest: Option<&str>) -> GroupState {
+        GroupState {
+            pending: oldest.map_or(0, |_| 1),
+            oldest_pending: oldest.map(str::to_owned),
+            last_delivered: last.map(str::to_owned),
+            lag: None,
+        }
+    }
+
+    #[test]
+    fn the_trim_floor_never_passes_a_pending_or_undelivered_entry() {
+        assert_eq!(trim_floor(&state(None, None)), None);
+        assert_eq!(trim_floor(&state(Some("0-0"), None)), None);
+        assert_eq!(
+            trim_floor(&state(Some("5-0"), None)).as_deref(),
+            Some("5-0")
+        );
+        assert_eq!(
+            trim_floor(&state(Some("5-0"), Some("3-7"))).as_deref(),
+            Some("3-7")
+        );
+        // Ids compare numerically, not as text.
+        assert_eq!(
+            trim_floor(&state(Some("10-0"), Some("9-5"))).as_deref(),
+            Some("9-5")
+        );
+        assert_eq!(
+            trim_floor(&state(Some("9-5"), Some("10-0"))).as_deref(),
+            Some("9-5")
+        );
+    }
+
+    #[test]
+    fn entries_parse_from_their_wire_shape() {
+        let v = Value::Array(vec![
+            Value::from("1-1"),
+            Value::Array(vec![
+                Value::from("e"),
+                Value::from("{}"),
+                Value::from("rid"),
+            ]),
+        ]);
+        let e = parse_entry(v).unwrap();
+        assert_eq!(e.id, "1-1");
+        assert_eq!(e.fields.len(), 1);
+        assert!(parse_entry(Value::Null).is_none());
+    }
 }

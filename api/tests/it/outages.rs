@@ -1,73 +1,15 @@
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use sluice_shared::testing::OwnRedis;
 
 use crate::{post_event, spawn_api, test_settings};
-
-/// A Redis server of this test's own, so stopping it disturbs no other test.
-struct OwnRedis {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("sluice-redis-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = OwnRedis {
-            port,
-            dir,
-            child: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--save", ""])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_down_the_api_answers_503_and_recovers_when_it_returns() {
     let mut redis = OwnRedis::start();
     let mut settings = test_settings();
-    settings.redis.url = format!("redis://127.0.0.1:{}", redis.port);
+    settings.redis.url = redis.url();
     settings.redis.command_timeout_ms = 1_000;
     let (url, _stop) = spawn_api(&settings).await;
     let pool = sluice_api::store::pool(&settings.postgres).unwrap();
@@ -84,7 +26,7 @@ async fn while_redis_is_down_the_api_answers_503_and_recovers_when_it_returns() 
 
     assert_eq!(post_event(&url, &key, "before").await.0, 202);
 
-    redis.kill();
+    redis.kill9();
     let started = Instant::now();
     let (status, body, retry_after) = post_event(&url, &key, "during").await;
     assert!(started.elapsed() < Duration::from_secs(5), "no hang");

@@ -455,6 +455,7 @@ async fn a_backlog_over_the_limit_answers_503_overloaded_with_retry_after() {
     let app = spawn_app_with(Options {
         with_worker: false,
         max_backlog: 3,
+        ..Default::default()
     })
     .await;
     for i in 0..4 {

@@ -24,6 +24,7 @@ pub struct TestApp {
 pub struct Options {
     pub with_worker: bool,
     pub max_backlog: u64,
+    pub settings: Settings,
 }
 
 impl Default for Options {
@@ -31,6 +32,7 @@ impl Default for Options {
         Self {
             with_worker: true,
             max_backlog: 500_000,
+            settings: test_settings(),
         }
     }
 }
@@ -56,7 +58,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(opts: Options) -> TestApp {
-    let mut settings = test_settings();
+    let mut settings = opts.settings;
     settings.api.max_backlog = opts.max_backlog;
     let mut stops = Vec::new();
 
@@ -161,6 +163,69 @@ impl TestApp {
         .await
     }
 
+    pub fn dead_letters(&self) -> mongodb::Collection<Document> {
+        sluice_worker::store::dead_letters(&self.db)
+    }
+
+    pub async fn redis(&self) -> fred::prelude::Client {
+        sluice_shared::redis::connect(&self.settings.redis)
+            .await
+            .unwrap()
+    }
+
+    /// Queues `ids` through the batch endpoint, 500 a request; returns the ids answered `accepted`.
+    pub async fn produce(&self, ids: &[String]) -> Vec<String> {
+        let mut accepted = Vec::new();
+        for chunk in ids.chunks(500) {
+            let r = self
+                .post_batch(chunk.iter().map(|id| event(id)).collect())
+                .await;
+            assert!(r.status == 202 || r.status == 200, "{:?}", r.body);
+            for item in r.body["results"].as_array().unwrap() {
+                if item["status"] == "accepted" {
+                    accepted.push(item["eventId"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Entries delivered to the group and not yet acknowledged.
+    pub async fn pending(&self) -> u64 {
+        let redis = self.redis().await;
+        let summary: fred::prelude::Value = fred::prelude::StreamsInterface::xpending(
+            &redis,
+            &self.settings.redis.stream_key,
+            &self.settings.redis.group,
+            (),
+        )
+        .await
+        .unwrap();
+        match summary {
+            fred::prelude::Value::Array(parts) => {
+                parts.first().and_then(|v| v.as_u64()).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Every stored eventId, once per document.
+    pub async fn stored_ids(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .events()
+            .find(doc! {})
+            .projection(doc! {"eventId": 1})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        docs.iter()
+            .map(|d| d.get_str("eventId").unwrap().to_owned())
+            .collect()
+    }
+
     pub fn events(&self) -> mongodb::Collection<Document> {
         sluice_worker::store::events(&self.db)
     }
@@ -192,4 +257,85 @@ impl TestApp {
 
 pub fn event(event_id: &str) -> Value {
     json!({"eventId": event_id, "eventType": "page_view", "userId": "user-1"})
+}
+
+pub fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A worker as a real process, so it can be killed.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts `sluice-worker` on the settings' stream and database, with `env` on top.
+    pub fn start(settings: &Settings, name: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
+        cmd.env("SLUICE_REDIS__URL", &settings.redis.url)
+            .env("SLUICE_REDIS__STREAM_KEY", &settings.redis.stream_key)
+            .env("SLUICE_MONGO__URL", &settings.mongo.url)
+            .env("SLUICE_MONGO__DATABASE", &settings.mongo.database)
+            .env("SLUICE_WORKER__PORT", "0")
+            .env("SLUICE_WORKER__CONSUMER_NAME", name)
+            .env("SLUICE_WORKER__FLUSH_INTERVAL_MS", "100")
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        WorkerProcess {
+            child: cmd.spawn().expect("sluice-worker starts"),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `check` holds, polling every 50 ms; false at the deadline.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

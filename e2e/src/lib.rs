@@ -1,1 +1,0 @@
-//! Holds no code: the tests in `tests/it` drive the real services.
