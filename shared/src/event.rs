@@ -110,6 +110,11 @@ pub fn validate(value: &Value) -> Result<IncomingEvent, Vec<Violation>> {
                 path: "/properties".into(),
                 message: format!("nesting deeper than {MAX_PROPERTIES_DEPTH} levels"),
             });
+        } else if let Some(path) = nul_key_path(props, "/properties") {
+            violations.push(Violation {
+                path,
+                message: "property names cannot contain the NUL character".into(),
+            });
         }
     }
     if !violations.is_empty() {
@@ -144,6 +149,25 @@ fn depth(value: &Value) -> usize {
             .max(level)
     }
     walk(value, 1)
+}
+
+/// The pointer to the first object key holding a NUL character, which BSON cannot store.
+pub fn nul_key_path(value: &Value, at: &str) -> Option<String> {
+    match value {
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            let here = format!("{at}/{}", escape_pointer(k));
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_key_path(v, &here)
+            }
+        }),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_key_path(v, &format!("{at}/{i}"))),
+        _ => None,
+    }
 }
 
 fn escape_pointer(token: &str) -> String {
@@ -283,6 +307,14 @@ mod tests {
         assert_eq!(
             paths(json!({"eventType": "a", "userId": "u", "properties": deeper})),
             vec!["/properties"]
+        );
+    }
+
+    #[test]
+    fn property_names_with_nul_are_refused_with_their_pointer() {
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "properties": {"ok": [{"b\u{0}d": 1}]}})),
+            vec!["/properties/ok/0/b\u{0}d"]
         );
     }
 

@@ -114,6 +114,12 @@ pub fn to_document(e: &QueuedEvent) -> Result<Document, String> {
         bson::DateTime::from_millis(e.received_at.timestamp_millis()),
     );
     if let Some(p) = &e.properties {
+        for (k, v) in p {
+            let here = format!("/properties/{k}");
+            if k.contains('\0') || sluice_shared::event::nul_key_path(v, &here).is_some() {
+                return Err("a property name contains NUL, which BSON cannot store".into());
+            }
+        }
         let props =
             bson::to_bson(p).map_err(|err| format!("properties are not storable: {err}"))?;
         d.insert("properties", props);
@@ -332,6 +338,8 @@ mod tests {
     fn unrepresentable_properties_are_reported_not_panicked_on() {
         let mut e = event();
         e.properties = serde_json::from_str(r#"{"big": 18446744073709551615}"#).unwrap();
+        assert!(to_document(&e).is_err());
+        e.properties = serde_json::from_str(r#"{"a": [{"b\u0000": 1}]}"#).unwrap();
         assert!(to_document(&e).is_err());
     }
 }
