@@ -113,8 +113,16 @@ start_service() { # name port binary
   wait_port "$2" "$1" 60
 }
 
+jwt_secret() {
+  # One secret per installation, shared by api and analytics, kept out of git.
+  mkdir -p "$DATA"
+  [ -s "$DATA/jwt-secret" ] || (umask 077; head -c 48 /dev/urandom | base64 -w0 >"$DATA/jwt-secret")
+  export SLUICE_AUTH__JWT_SECRET=${SLUICE_AUTH__JWT_SECRET:-$(cat "$DATA/jwt-secret")}
+}
+
 up() {
   infra
+  jwt_secret
   build
   "$(bin sluice-api)" migrate >/dev/null
   start_service api "$API_PORT" "$(bin sluice-api)"

@@ -118,10 +118,7 @@ impl KeyAuth {
     /// just before the revocation.
     async fn fill_redis(&self, cache_key: &str, owner: Option<KeyOwner>) {
         let (value, ttl) = match owner {
-            Some(o) => (
-                format!("{}:{}", o.key_id, o.account_id),
-                REDIS_POSITIVE_TTL_SECS,
-            ),
+            Some(o) => (cache_value(&o), REDIS_POSITIVE_TTL_SECS),
             None => (ABSENT.to_owned(), REDIS_NEGATIVE_TTL_SECS),
         };
         let r: Result<Value, _> = self
@@ -152,11 +149,26 @@ impl KeyAuth {
     }
 }
 
+/// `keyId:accountId[:perSec:burst]`, the Redis cache's form of a key's owner.
+fn cache_value(o: &KeyOwner) -> String {
+    match o.quota {
+        Some((r, b)) => format!("{}:{}:{r}:{b}", o.key_id, o.account_id),
+        None => format!("{}:{}", o.key_id, o.account_id),
+    }
+}
+
 fn parse_owner(v: &str) -> Option<KeyOwner> {
-    let (k, a) = v.split_once(':')?;
+    let mut parts = v.split(':');
+    let key_id = parts.next()?.parse().ok()?;
+    let account_id = parts.next()?.parse().ok()?;
+    let quota = match (parts.next(), parts.next()) {
+        (Some(r), Some(b)) => Some((r.parse().ok()?, b.parse().ok()?)),
+        _ => None,
+    };
     Some(KeyOwner {
-        key_id: k.parse().ok()?,
-        account_id: a.parse().ok()?,
+        key_id,
+        account_id,
+        quota,
     })
 }
 
@@ -242,14 +254,14 @@ mod tests {
 
     #[test]
     fn cached_owners_parse_back() {
-        let o = KeyOwner {
+        let mut o = KeyOwner {
             key_id: Uuid::now_v7(),
             account_id: Uuid::now_v7(),
+            quota: None,
         };
-        assert_eq!(
-            parse_owner(&format!("{}:{}", o.key_id, o.account_id)),
-            Some(o)
-        );
+        assert_eq!(parse_owner(&cache_value(&o)), Some(o));
+        o.quota = Some((5, 10));
+        assert_eq!(parse_owner(&cache_value(&o)), Some(o));
         assert_eq!(parse_owner("garbage"), None);
     }
 }

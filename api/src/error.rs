@@ -22,6 +22,19 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the ingest backlog is over its limit; retry later")]
     Overloaded,
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        details: Vec<Violation>,
+    },
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error("an account may hold at most {0} active keys; revoke one first")]
+    TooManyKeys(i64),
+    #[error("not found")]
+    NotFound,
     #[error("the event queue is unreachable; retry later")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -38,6 +51,17 @@ impl ApiError {
         ApiError::InvalidEvent { message, details }
     }
 
+    pub fn invalid_request(path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::InvalidRequest {
+            message: format!("{path}: {message}"),
+            details: vec![Violation {
+                path: path.to_owned(),
+                message,
+            }],
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
@@ -46,6 +70,11 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded => "overloaded",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::EmailTaken => "email_taken",
+            ApiError::TooManyKeys(_) => "too_many_keys",
+            ApiError::NotFound => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Unexpected(_) => "internal",
         }
@@ -54,7 +83,9 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         let body = ErrorBody::new(self.code(), self.to_string());
         match self {
-            ApiError::InvalidEvent { details, .. } => body.with_details(details.clone()),
+            ApiError::InvalidEvent { details, .. } | ApiError::InvalidRequest { details, .. } => {
+                body.with_details(details.clone())
+            }
             _ => body,
         }
     }
@@ -63,7 +94,12 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidEvent { .. }
+            | ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::EmailTaken | ApiError::TooManyKeys(_) => StatusCode::CONFLICT,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -81,8 +117,14 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
-            resp.insert_header(("Retry-After", "1"));
+        match self {
+            ApiError::Overloaded | ApiError::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "1"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         if matches!(self, ApiError::Unauthorized) {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
@@ -123,6 +165,16 @@ mod tests {
                 "unsupported_media_type",
             ),
             (ApiError::Overloaded, 503, "overloaded"),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 2,
+                },
+                429,
+                "rate_limited",
+            ),
+            (ApiError::EmailTaken, 409, "email_taken"),
+            (ApiError::TooManyKeys(20), 409, "too_many_keys"),
+            (ApiError::NotFound, 404, "not_found"),
             (
                 ApiError::Unavailable(anyhow::anyhow!("down")),
                 503,

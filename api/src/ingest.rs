@@ -51,6 +51,18 @@ fn rejection_reason(details: &[Violation]) -> &'static str {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest", security(("apiKey" = [])),
+    request_body = crate::openapi::EventDoc,
+    responses(
+        (status = 202, description = "Queued", body = crate::openapi::EventReplyDoc),
+        (status = 200, description = "Already seen within the dedup window", body = crate::openapi::EventReplyDoc),
+        (status = 400, description = "Malformed JSON or a schema violation", body = crate::openapi::ErrorBodyDoc),
+        (status = 401, description = "Missing, unknown or revoked key", body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "Over 64 KiB", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Over the key's quota", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "Backlog over its limit, or Redis unreachable", body = crate::openapi::ErrorBodyDoc),
+    ))]
 pub async fn ingest_one(
     req: HttpRequest,
     payload: web::Payload,
@@ -58,6 +70,7 @@ pub async fn ingest_one(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let owner = state.auth.authenticate(&req).await?;
+    state.quotas.check(&owner, 1)?;
     check_queue(&state)?;
     let limit = state.settings.api.max_event_bytes;
     let body = crate::body::read_json_body(&req, payload, limit, "event").await?;
@@ -140,6 +153,18 @@ fn judge(
     QueuedEvent::stamp(incoming, account_id, Utc::now()).map_err(|v| ApiError::invalid(vec![v]))
 }
 
+#[utoipa::path(post, path = "/api/v1/events/batch", tag = "ingest", security(("apiKey" = [])),
+    request_body = crate::openapi::BatchDoc,
+    responses(
+        (status = 202, description = "At least one event queued", body = crate::openapi::BatchReplyDoc),
+        (status = 200, description = "Nothing new queued, not every event invalid", body = crate::openapi::BatchReplyDoc),
+        (status = 400, description = "Every event invalid, or not a batch", body = crate::openapi::BatchReplyDoc),
+        (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "Over 1000 events or 5 MiB", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, body = crate::openapi::ErrorBodyDoc),
+        (status = 429, body = crate::openapi::ErrorBodyDoc),
+        (status = 503, body = crate::openapi::ErrorBodyDoc),
+    ))]
 pub async fn ingest_batch(
     req: HttpRequest,
     payload: web::Payload,
@@ -163,6 +188,7 @@ pub async fn ingest_batch(
     if batch.events.len() > api.max_batch_events {
         return Err(ApiError::TooManyEvents(api.max_batch_events));
     }
+    state.quotas.check(&owner, batch.events.len() as u32)?;
     if batch.events.is_empty() {
         return Err(ApiError::invalid(vec![Violation {
             path: "/events".into(),

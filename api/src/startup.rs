@@ -17,11 +17,15 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::KeyAuth;
 use crate::backlog::Backlog;
 use crate::enqueue::Enqueuer;
-use crate::{ingest, store};
+use crate::error::ApiError;
+use crate::{accounts, ingest, keys_http, openapi, store};
 
 pub struct AppState {
     pub settings: Settings,
     pub auth: KeyAuth,
+    pub jwt: sluice_shared::jwt::Jwt,
+    pub login_limiter: crate::limits::LoginLimiter,
+    pub quotas: crate::limits::KeyQuotas,
     pub enqueuer: Enqueuer,
     pub backlog: Arc<Backlog>,
     pub redis: Client,
@@ -33,10 +37,70 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/events", web::post().to(ingest::ingest_one))
         .route("/api/v1/events/batch", web::post().to(ingest::ingest_batch))
+        .route("/api/v1/auth/register", web::post().to(accounts::register))
+        .route("/api/v1/auth/login", web::post().to(accounts::login))
+        .route("/api/v1/auth/me", web::get().to(accounts::me))
+        .route("/api/v1/keys", web::post().to(keys_http::create))
+        .route("/api/v1/keys", web::get().to(keys_http::list))
+        .route("/api/v1/keys/{id}", web::delete().to(keys_http::revoke))
         .route("/api/health", web::get().to(health))
         .route("/api/ready", web::get().to(ready))
         .route("/api/live", web::get().to(live))
-        .route("/metrics", web::get().to(metrics_endpoint));
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/openapi.json", web::get().to(openapi::openapi_json))
+        .route("/api/docs", web::get().to(openapi::docs_page))
+        .route("/api/docs.js", web::get().to(openapi::docs_script));
+}
+
+/// Bodies of the JSON endpoints (not ingest, which reads its own): small, and errors in the
+/// contract's shape.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _| {
+            use actix_web::error::JsonPayloadError as E;
+            match err {
+                E::ContentType => {
+                    ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
+                }
+                E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
+                    ApiError::PayloadTooLarge {
+                        what: "request",
+                        limit,
+                    }
+                }
+                E::Deserialize(e) if e.is_data() => ApiError::invalid_request("", e.to_string()),
+                other => ApiError::MalformedJson(other.to_string()),
+            }
+            .into()
+        })
+}
+
+fn cors(origin: &str) -> actix_cors::Cors {
+    actix_cors::Cors::default()
+        .allowed_origin(origin)
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "content-encoding",
+            "x-api-key",
+            "x-request-id",
+        ])
+        .expose_headers(["retry-after", "x-request-id"])
+        .max_age(600)
+}
+
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cache-Control", "no-store"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
 }
 
 pub struct Application {
@@ -49,6 +113,8 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         prometheus();
+        let jwt =
+            sluice_shared::jwt::Jwt::new(&settings.auth.jwt_secret()?, settings.auth.jwt_ttl_secs);
         let listener = TcpListener::bind((settings.api.host.as_str(), settings.api.port))
             .with_context(|| {
                 format!(
@@ -101,9 +167,18 @@ impl Application {
 
         let lifecycle = Lifecycle::new(Duration::from_secs(30));
         let workers = settings.api.workers;
+        let login_limiter = crate::limits::LoginLimiter::per_minute(settings.auth.login_per_minute);
+        let quotas = crate::limits::KeyQuotas::new(
+            settings.auth.key_quota_per_sec,
+            settings.auth.key_quota_burst,
+        );
+        let cors_origin = settings.auth.cors_origin.clone();
         let state = web::Data::new(AppState {
             settings,
             auth,
+            jwt,
+            login_limiter,
+            quotas,
             enqueuer,
             backlog,
             redis,
@@ -126,8 +201,11 @@ impl Application {
                         Ok(res)
                     }
                 })
+                .wrap(cors(&cors_origin))
+                .wrap(security_headers())
                 .wrap(TracingLogger::default())
                 .app_data(server_state.clone())
+                .app_data(json_config())
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                 .configure(routes)
                 .default_service(web::to(not_found))
@@ -225,7 +303,9 @@ async fn not_found() -> HttpResponse {
     ))
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/health", tag = "operations",
+    responses((status = 200, description = "Redis and PostgreSQL answer"), (status = 503, description = "A dependency is down")))]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (redis, pg) = tokio::join!(
         tokio::time::timeout(
             Duration::from_secs(2),
@@ -241,10 +321,20 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     ])
 }
 
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/ready", tag = "operations",
+    responses((status = 200, description = "Taking traffic"), (status = 503, description = "Starting or shutting down")))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     state.lifecycle.ready_response()
 }
 
-async fn live(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/live", tag = "operations",
+    responses((status = 200, description = "The process is alive")))]
+pub async fn live(state: web::Data<AppState>) -> HttpResponse {
     state.lifecycle.live_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> HttpResponse {
+    metrics_endpoint().await
 }

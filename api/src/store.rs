@@ -37,6 +37,8 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub struct KeyOwner {
     pub key_id: Uuid,
     pub account_id: Uuid,
+    /// The key's own ingest quota (events per second, burst), if it has one.
+    pub quota: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -124,14 +126,90 @@ pub async fn revoke_key(
 }
 
 pub async fn find_live_key(pool: &PgPool, key_hash: &str) -> anyhow::Result<Option<KeyOwner>> {
-    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    let row: Option<(Uuid, Uuid, Option<i32>, Option<i32>)> = sqlx::query_as(
+        "SELECT id, account_id, quota_per_sec, quota_burst FROM api_keys
+         WHERE key_hash = $1 AND revoked_at IS NULL",
     )
     .bind(key_hash)
     .fetch_optional(pool)
     .await
     .context("looking up an API key")?;
-    Ok(row.map(|(key_id, account_id)| KeyOwner { key_id, account_id }))
+    Ok(row.map(|(key_id, account_id, rate, burst)| KeyOwner {
+        key_id,
+        account_id,
+        quota: rate
+            .zip(burst)
+            .map(|(r, b)| (r.max(1) as u32, b.max(1) as u32)),
+    }))
+}
+
+pub async fn set_key_quota(
+    pool: &PgPool,
+    key_id: Uuid,
+    per_sec: u32,
+    burst: u32,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE api_keys SET quota_per_sec = $2, quota_burst = $3 WHERE id = $1")
+        .bind(key_id)
+        .bind(per_sec as i32)
+        .bind(burst as i32)
+        .execute(pool)
+        .await
+        .context("setting a key's quota")?;
+    Ok(())
+}
+
+pub async fn count_active_keys(pool: &PgPool, account_id: Uuid) -> anyhow::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL")
+        .bind(account_id)
+        .fetch_one(pool)
+        .await
+        .context("counting active keys")
+}
+
+/// An account's login record.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: Option<String>,
+}
+
+pub async fn find_account(pool: &PgPool, email: &str) -> anyhow::Result<Option<AccountRecord>> {
+    sqlx::query_as("SELECT id, email, password_hash FROM accounts WHERE email = $1")
+        .bind(normalise_email(email))
+        .fetch_optional(pool)
+        .await
+        .context("looking up an account")
+}
+
+pub async fn find_account_by_id(pool: &PgPool, id: Uuid) -> anyhow::Result<Option<AccountRecord>> {
+    sqlx::query_as("SELECT id, email, password_hash FROM accounts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .context("looking up an account by id")
+}
+
+/// Creates an account with a password; `None` if the email is taken.
+pub async fn register_account(
+    pool: &PgPool,
+    email: &str,
+    password_hash: &str,
+) -> anyhow::Result<Option<Uuid>> {
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (id, email, password_hash) VALUES ($1, $2, $3)
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(id)
+    .bind(normalise_email(email))
+    .bind(password_hash)
+    .execute(pool)
+    .await
+    .context("registering an account")?
+    .rows_affected();
+    Ok((inserted == 1).then_some(id))
 }
 
 pub async fn list_keys(pool: &PgPool, account_id: Uuid) -> anyhow::Result<Vec<KeyRecord>> {

@@ -14,6 +14,64 @@ pub struct Settings {
     pub mongo: MongoSettings,
     pub api: ApiSettings,
     pub worker: WorkerSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// `dev` lets a service start without a JWT secret (using a fixed, public one); any other
+    /// profile refuses to.
+    pub profile: String,
+    /// HS256 key shared by the api (which signs) and analytics (which verifies); 32 bytes or more.
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_ttl_secs: u64,
+    /// Register and login calls per client IP per minute.
+    pub login_per_minute: u32,
+    /// Default ingest quota of a key, in events per second and burst (a key may set its own).
+    pub key_quota_per_sec: u32,
+    pub key_quota_burst: u32,
+    /// Active (unrevoked) keys an account may hold.
+    pub max_active_keys: i64,
+    /// The dashboard's origin, the only one CORS lets call the api from a browser.
+    pub cors_origin: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            profile: "production".into(),
+            jwt_secret: None,
+            jwt_ttl_secs: 24 * 3600,
+            login_per_minute: 100,
+            key_quota_per_sec: 50_000,
+            key_quota_burst: 100_000,
+            max_active_keys: 20,
+            cors_origin: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// Used only under the `dev` profile when no secret is configured; never in production.
+const DEV_JWT_SECRET: &str = "sluice-dev-profile-jwt-secret-not-for-production-use";
+
+impl AuthSettings {
+    /// The JWT secret, or why a service that signs or checks tokens must not start.
+    pub fn jwt_secret(&self) -> Result<SecretString, SettingsError> {
+        use secrecy::ExposeSecret;
+        match &self.jwt_secret {
+            Some(s) if s.expose_secret().len() >= 32 => Ok(s.clone()),
+            Some(_) if self.profile != "dev" => Err(SettingsError::Invalid {
+                setting: "auth.jwt_secret",
+                reason: "must be at least 32 bytes".into(),
+            }),
+            None if self.profile != "dev" => Err(SettingsError::Invalid {
+                setting: "auth.jwt_secret",
+                reason: "is required outside the dev profile (set SLUICE_AUTH__JWT_SECRET)".into(),
+            }),
+            _ => Ok(SecretString::from(DEV_JWT_SECRET)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +334,25 @@ mod tests {
         assert_eq!(s.worker.batch_size, 100);
         assert_eq!(s.worker.flush_interval_ms, 500);
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_short_jwt_secret_is_refused_outside_dev() {
+        let mut a = AuthSettings::default();
+        assert!(a
+            .jwt_secret()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.jwt_secret"));
+        a.jwt_secret = Some(SecretString::from("short"));
+        assert!(a.jwt_secret().is_err());
+        a.jwt_secret = Some(SecretString::from("x".repeat(32)));
+        assert!(a.jwt_secret().is_ok());
+        let dev = AuthSettings {
+            profile: "dev".into(),
+            ..Default::default()
+        };
+        assert!(dev.jwt_secret().is_ok());
     }
 
     #[test]

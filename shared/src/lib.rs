@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod health;
+pub mod jwt;
 pub mod names;
 pub mod redis;
 pub mod telemetry;

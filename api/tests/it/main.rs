@@ -1,7 +1,8 @@
-//! The api against real Redis and PostgreSQL: key revocation through the admin CLI, and Redis
-//! outages on a Redis server of the test's own.
+//! The api against real Redis and PostgreSQL: accounts, keys, tokens, limits, tenant isolation,
+//! key revocation (HTTP and admin CLI), and Redis outages on a Redis server of the test's own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
 mod outages;
 mod revocation;
 
@@ -19,8 +20,11 @@ pub fn test_settings() -> Settings {
     s.api.workers = 1;
     s.api.backlog_poll_ms = 50;
     s.postgres.max_connections = 4;
+    s.auth.jwt_secret = Some(secrecy::SecretString::from(TEST_JWT_SECRET));
     s
 }
+
+pub const TEST_JWT_SECRET: &str = "test-secret-for-sluice-integration-tests-0123456789";
 
 /// Starts the api; the returned sender stops it when dropped.
 pub async fn spawn_api(settings: &Settings) -> (String, oneshot::Sender<()>) {

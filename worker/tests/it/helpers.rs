@@ -50,8 +50,11 @@ pub fn test_settings() -> Settings {
     s.worker.consumer_name = Some(format!("test-{id}"));
     s.worker.flush_interval_ms = 100;
     s.postgres.max_connections = 4;
+    s.auth.jwt_secret = Some(secrecy::SecretString::from(TEST_JWT_SECRET));
     s
 }
+
+pub const TEST_JWT_SECRET: &str = "test-secret-for-sluice-integration-tests-0123456789";
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await

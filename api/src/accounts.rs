@@ -1,0 +1,254 @@
+//! Self-service accounts: register, login (a JWT), and who am I. Passwords are hashed with
+//! argon2id off the async runtime; login takes the same path and about the same time for an
+//! unknown email as for a wrong password.
+use std::sync::OnceLock;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::jwt_auth::AuthedAccount;
+use crate::startup::AppState;
+use crate::store;
+
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Hashing is deliberately slow; an unbounded password would make it a lever.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    /// An email address; compared case-insensitively.
+    #[schema(example = "you@example.com")]
+    pub email: String,
+    /// At least 12 characters.
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub account_id: String,
+    pub email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    /// HS256 JWT; send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A plausible email: one `@`, a non-empty local part, a dotted domain, no spaces, ≤ 254 bytes.
+pub fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+}
+
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::invalid_request(
+            "/password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::invalid_request(
+            "/password",
+            format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn hash_password(password: &str) -> anyhow::Result<String> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?
+        .to_string())
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the email is unknown, so that answer costs the same time.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password("not a real password, only for timing").unwrap_or_default())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("password hashing task: {e}")))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Account created", body = AccountView),
+        (status = 400, description = "Bad email or a password under 12 characters", body = crate::openapi::ErrorBodyDoc),
+        (status = 409, description = "Email taken", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc),
+    ))]
+pub async fn register(
+    req: HttpRequest,
+    body: web::Json<Credentials>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.login_limiter.check(crate::limits::client_ip(&req))?;
+    let Credentials { email, password } = body.into_inner();
+    if !valid_email(&email) {
+        return Err(ApiError::invalid_request(
+            "/email",
+            "not a valid email address",
+        ));
+    }
+    check_password(&password)?;
+    let hash = blocking(move || hash_password(&password)).await??;
+    let email = store::normalise_email(&email);
+    let id = store::register_account(&state.pool, &email, &hash)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::EmailTaken)?;
+    tracing::info!(account_id = %id, "account registered");
+    Ok(HttpResponse::Created().json(AccountView {
+        account_id: id.to_string(),
+        email,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "A token valid for 24 hours", body = TokenView),
+        (status = 401, description = "Unknown email or wrong password (the same answer)", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc),
+    ))]
+pub async fn login(
+    req: HttpRequest,
+    body: web::Json<Credentials>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.login_limiter.check(crate::limits::client_ip(&req))?;
+    let Credentials { email, password } = body.into_inner();
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::Unauthorized);
+    }
+    let account = store::find_account(&state.pool, &email)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let stored = account
+        .as_ref()
+        .and_then(|a| a.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_owned());
+    let ok = blocking(move || verify_password(&password, &stored)).await?;
+    let account = account.filter(|a| ok && a.password_hash.is_some());
+    let Some(account) = account else {
+        return Err(ApiError::Unauthorized);
+    };
+    let (token, expires_at) =
+        state
+            .jwt
+            .issue(&account.id.to_string(), &account.email, Utc::now())?;
+    Ok(HttpResponse::Ok().json(TokenView { token, expires_at }))
+}
+
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "accounts",
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The account of the token", body = AccountView),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
+    ))]
+pub async fn me(
+    account: AuthedAccount,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let record = store::find_account_by_id(&state.pool, account.id)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(HttpResponse::Ok().json(AccountView {
+        account_id: record.id.to_string(),
+        email: record.email,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emails() {
+        for ok in ["a@b.co", "first.last+tag@mail.example.org", " A@B.CO "] {
+            assert!(valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "", "a", "a@", "@b.co", "a@b", "a@@b.co", "a b@c.co", "a@.b.co", "a@b.co.", "a@b..co",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_hashed_with_argon2id_and_verify() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("correct horse batterx", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    proptest! {
+        #[test]
+        fn short_passwords_are_refused_and_long_enough_ones_accepted(p in ".{0,40}") {
+            let n = p.chars().count();
+            prop_assert_eq!(check_password(&p).is_ok(), n >= MIN_PASSWORD_CHARS && p.len() <= MAX_PASSWORD_BYTES);
+        }
+
+        #[test]
+        fn email_validation_never_panics_and_needs_an_at(e in ".{0,300}") {
+            if valid_email(&e) {
+                prop_assert!(e.contains('@'));
+                prop_assert!(e.trim().len() <= 254);
+            }
+        }
+
+        #[test]
+        fn well_formed_emails_are_accepted(local in "[a-z0-9._+-]{1,30}", domain in "[a-z0-9-]{1,20}", tld in "[a-z]{2,6}") {
+            let email = format!("{}@{}.{}", local, domain, tld);
+            prop_assert!(valid_email(&email));
+        }
+    }
+}

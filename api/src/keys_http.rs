@@ -1,0 +1,128 @@
+//! `POST/GET/DELETE /api/v1/keys`: an account's API keys. The key itself appears only in the
+//! create answer; listings show its prefix. Another account's key is 404, never 403.
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::jwt_auth::AuthedAccount;
+use crate::startup::AppState;
+use crate::store;
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewKeyRequest {
+    /// A label for the key, 1 to 100 characters.
+    #[schema(example = "production")]
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewKeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// The key itself: shown this once, stored only as its SHA-256.
+    pub key: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", security(("jwt" = [])),
+    request_body = NewKeyRequest,
+    responses(
+        (status = 201, description = "The new key, shown once", body = NewKeyView),
+        (status = 400, body = crate::openapi::ErrorBodyDoc),
+        (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 409, description = "Too many active keys", body = crate::openapi::ErrorBodyDoc),
+    ))]
+pub async fn create(
+    account: AuthedAccount,
+    body: web::Json<NewKeyRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid_request(
+            "/name",
+            "must be 1 to 100 characters",
+        ));
+    }
+    let limit = state.settings.auth.max_active_keys;
+    let active = store::count_active_keys(&state.pool, account.id)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    if active >= limit {
+        return Err(ApiError::TooManyKeys(limit));
+    }
+    let (record, key) = store::create_key(&state.pool, account.id, name)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Created().json(NewKeyView {
+        id: record.id,
+        name: record.name,
+        key,
+        prefix: record.prefix,
+        created_at: record.created_at,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The account's keys, without their secrets", body = [KeyView]),
+        (status = 401, body = crate::openapi::ErrorBodyDoc),
+    ))]
+pub async fn list(
+    account: AuthedAccount,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = store::list_keys(&state.pool, account.id)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let view: Vec<KeyView> = keys
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", security(("jwt" = [])),
+    params(("id" = Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked; every api instance refuses it within a second"),
+        (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 404, description = "No such live key in this account", body = crate::openapi::ErrorBodyDoc),
+    ))]
+pub async fn revoke(
+    account: AuthedAccount,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id: Uuid = path.parse().map_err(|_| ApiError::NotFound)?;
+    let revoked = crate::auth::revoke(&state.pool, &state.redis, id, Some(account.id))
+        .await
+        .map_err(ApiError::Unavailable)?;
+    if !revoked {
+        return Err(ApiError::NotFound);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
