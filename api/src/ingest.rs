@@ -8,9 +8,9 @@ use sluice_shared::error::{ErrorDetail, Violation};
 use sluice_shared::event::{self, QueuedEvent};
 use tracing_actix_web::RequestId;
 
-use crate::enqueue::Outcome;
 use crate::error::ApiError;
 use crate::startup::AppState;
+use sluice_shared::enqueue::Outcome;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

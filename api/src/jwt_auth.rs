@@ -17,21 +17,10 @@ impl FromRequest for AuthedAccount {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>();
-        let token = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let account = match (state, token) {
-            (Some(state), Some(token)) => state
-                .jwt
-                .verify(token)
-                .and_then(|c| c.sub.parse().ok())
-                .map(|id| AuthedAccount { id }),
-            _ => None,
-        };
+        let account = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| sluice_shared::jwt::bearer_account(req, &state.jwt))
+            .map(|id| AuthedAccount { id });
         ready(account.ok_or(ApiError::Unauthorized))
     }
 }

@@ -5,7 +5,6 @@ pub mod auth;
 pub mod backlog;
 pub mod body;
 pub mod cli;
-pub mod enqueue;
 pub mod error;
 pub mod ingest;
 pub mod jwt_auth;

@@ -16,9 +16,9 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::KeyAuth;
 use crate::backlog::Backlog;
-use crate::enqueue::Enqueuer;
 use crate::error::ApiError;
 use crate::{accounts, ingest, keys_http, openapi, store};
+use sluice_shared::enqueue::Enqueuer;
 
 pub struct AppState {
     pub settings: Settings,

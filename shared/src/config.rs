@@ -15,6 +15,35 @@ pub struct Settings {
     pub api: ApiSettings,
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
+    pub analytics: AnalyticsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsSettings {
+    pub host: String,
+    pub port: u16,
+    /// How long an answer is served from the cache.
+    pub cache_ttl_ms: u64,
+    /// The pipeline view is live: it is cached for at most this long.
+    pub pipeline_cache_ttl_ms: u64,
+    /// Upper bound of the cache's memory (estimated from the answers' JSON size).
+    pub cache_max_bytes: u64,
+    /// Users listed in `topUsers`.
+    pub top_users: usize,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 3002,
+            cache_ttl_ms: 10_000,
+            pipeline_cache_ttl_ms: 1_000,
+            cache_max_bytes: 64 * 1024 * 1024,
+            top_users: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +239,8 @@ pub struct WorkerSettings {
     pub stale_consumer_idle_ms: u64,
     /// How long shutdown may take to flush and acknowledge the batch in hand.
     pub shutdown_deadline_ms: u64,
+    /// Members kept in each per-hour and per-day top-users set.
+    pub top_cap: usize,
 }
 
 impl Default for WorkerSettings {
@@ -228,6 +259,7 @@ impl Default for WorkerSettings {
             maintenance_interval_ms: 30_000,
             stale_consumer_idle_ms: 3_600_000,
             shutdown_deadline_ms: 10_000,
+            top_cap: 1_000,
         }
     }
 }

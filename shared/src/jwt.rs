@@ -64,6 +64,18 @@ impl Jwt {
     }
 }
 
+/// The account id of a request's `Authorization: Bearer <jwt>`, if the token is valid.
+pub fn bearer_account(req: &actix_web::HttpRequest, jwt: &Jwt) -> Option<uuid::Uuid> {
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    jwt.verify(token)?.sub.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,14 @@
 //! storage names, API-key hashing, the contract's error body and the metrics exporter.
 pub mod apikey;
 pub mod config;
+pub mod enqueue;
 pub mod error;
 pub mod event;
 pub mod health;
 pub mod jwt;
 pub mod names;
 pub mod redis;
+pub mod rollup;
 pub mod telemetry;
 pub mod telemetry_metrics;
 #[cfg(feature = "test-support")]

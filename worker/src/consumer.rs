@@ -20,6 +20,7 @@ pub struct Consumer {
     pub consumer: String,
     pub reader: StreamReader,
     pub redis: Client,
+    pub db: Database,
     pub events: Collection<Document>,
     pub dlq: Collection<Document>,
     pub lifecycle: Lifecycle,
@@ -45,6 +46,7 @@ impl Consumer {
             consumer,
             reader,
             redis,
+            db: db.clone(),
             events: store::events(db),
             dlq: store::dead_letters(db),
             lifecycle,
@@ -258,6 +260,24 @@ impl Consumer {
                 }
             }
         };
+        let not_stored: std::collections::HashSet<usize> = report
+            .duplicate_at
+            .iter()
+            .copied()
+            .chain(report.rejected.iter().map(|(i, _)| *i))
+            .collect();
+        let inserted = doc_entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !not_stored.contains(i))
+            .map(|(_, (_, event))| event);
+        crate::rollups::apply(
+            &self.db,
+            &self.redis,
+            &crate::rollups::Increments::of(inserted),
+            self.settings.worker.top_cap,
+        )
+        .await;
         for (index, error) in &report.rejected {
             if let Some((entry, event)) = doc_entries.get(*index) {
                 tracing::warn!(stream_id = %entry.id, event_id = %event.event_id, error = %error, "MongoDB refused a document; dead-lettering it");

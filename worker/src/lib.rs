@@ -4,6 +4,7 @@ pub mod batching;
 pub mod consumer;
 pub mod maintenance;
 pub mod replay;
+pub mod rollups;
 pub mod startup;
 pub mod store;
 pub mod stream;

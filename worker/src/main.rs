@@ -69,7 +69,12 @@ async fn main() -> anyhow::Result<()> {
                 account,
                 since,
             };
-            let report = replay(&db, &redis, &settings.redis.stream_key, &filter).await?;
+            let enqueuer = sluice_shared::enqueue::Enqueuer::new(
+                redis,
+                settings.redis.stream_key.clone(),
+                settings.api.dedup_window_secs,
+            );
+            let report = replay(&db, &enqueuer, &filter).await?;
             println!(
                 "{}",
                 serde_json::json!({"replayed": report.replayed, "unreplayable": report.unreplayable})

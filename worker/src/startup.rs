@@ -61,6 +61,7 @@ impl Application {
         .await?;
         let db = store::connect(&settings.mongo).await?;
         store::ensure_indexes(&db).await?;
+        crate::rollups::ensure_indexes(&db).await?;
 
         // A loop that has not beaten for a minute is stuck: its reads block 500 ms at most, and a
         // write retry beats between attempts.

@@ -132,6 +132,8 @@ pub fn to_document(e: &QueuedEvent) -> Result<Document, String> {
 pub struct WriteReport {
     pub inserted: usize,
     pub duplicates: usize,
+    /// Indexes (in the batch) of the documents that were already stored.
+    pub duplicate_at: Vec<usize>,
     /// Documents the server refused for what they are (index in the batch, error): permanent.
     pub rejected: Vec<(usize, String)>,
 }
@@ -195,6 +197,7 @@ async fn insert(
                 for we in failure.write_errors.iter().flatten() {
                     if we.code == DUPLICATE_KEY {
                         report.duplicates += 1;
+                        report.duplicate_at.push(we.index);
                     } else {
                         report
                             .rejected
@@ -227,6 +230,9 @@ pub async fn write_batch(
             Ok(r) => {
                 report.inserted += r.inserted;
                 report.duplicates += r.duplicates;
+                report
+                    .duplicate_at
+                    .extend(r.duplicate_at.into_iter().map(|i| offset + i));
                 report
                     .rejected
                     .extend(r.rejected.into_iter().map(|(i, m)| (offset + i, m)));

@@ -3,8 +3,9 @@
 //! already reserved and does neither. A whole batch is one script call.
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use sluice_shared::event::QueuedEvent;
-use sluice_shared::names::{dedup_key, STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
+
+use crate::event::QueuedEvent;
+use crate::names::{dedup_key, STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
 
 /// KEYS[1] the stream, KEYS[1+i] the dedup key of event i.
 /// ARGV[1] dedup window in seconds, ARGV[2] request id, ARGV[2+i] event i as JSON.
@@ -62,16 +63,36 @@ impl Enqueuer {
         events: &[QueuedEvent],
         request_id: &str,
     ) -> anyhow::Result<Vec<Outcome>> {
-        let mut keys = Vec::with_capacity(events.len() + 1);
+        let items = events
+            .iter()
+            .map(|e| {
+                Ok((
+                    dedup_key(&e.account_id, &e.event_id),
+                    serde_json::to_string(e)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.enqueue_raw(&items, request_id).await
+    }
+
+    /// Queues stream entries as they are (`(dedup key, event JSON)`), each guarded by its own key:
+    /// what replays use, with a key of the dead letter rather than of the event.
+    pub async fn enqueue_raw(
+        &self,
+        items: &[(String, String)],
+        request_id: &str,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        let events = items;
+        let mut keys = Vec::with_capacity(items.len() + 1);
         keys.push(self.stream.clone());
-        let mut args: Vec<String> = Vec::with_capacity(events.len() + 4);
+        let mut args: Vec<String> = Vec::with_capacity(items.len() + 4);
         args.push(self.dedup_window_secs.to_string());
         args.push(request_id.to_owned());
         args.push(STREAM_EVENT_FIELD.to_owned());
         args.push(STREAM_REQUEST_ID_FIELD.to_owned());
-        for e in events {
-            keys.push(dedup_key(&e.account_id, &e.event_id));
-            args.push(serde_json::to_string(e)?);
+        for (key, json) in items {
+            keys.push(key.clone());
+            args.push(json.clone());
         }
         let reply: Vec<Value> = self
             .script

@@ -1,0 +1,74 @@
+//! Analytics errors and their contract status and code.
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use sluice_shared::error::{ErrorBody, Violation};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error("missing, invalid or expired token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{path}: {message}")]
+    InvalidRequest { path: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a data store is unreachable; retry later")]
+    Unavailable(String),
+}
+
+impl AnalyticsError {
+    pub fn invalid(path: &str, message: impl Into<String>) -> Self {
+        AnalyticsError::InvalidRequest {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        AnalyticsError::Unavailable(e.to_string())
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AnalyticsError::Unauthorized => "unauthorized",
+            AnalyticsError::NotFound(_) => "not_found",
+            AnalyticsError::InvalidRequest { .. } => "invalid_request",
+            AnalyticsError::Conflict(_) => "unreplayable",
+            AnalyticsError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for AnalyticsError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AnalyticsError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AnalyticsError::NotFound(_) => StatusCode::NOT_FOUND,
+            AnalyticsError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            AnalyticsError::Conflict(_) => StatusCode::CONFLICT,
+            AnalyticsError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            AnalyticsError::InvalidRequest { path, message } => {
+                ErrorBody::new(self.code(), self.to_string()).with_details(vec![Violation {
+                    path: path.clone(),
+                    message: message.clone(),
+                }])
+            }
+            AnalyticsError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "analytics dependency unavailable");
+                ErrorBody::new(self.code(), self.to_string())
+            }
+            _ => ErrorBody::new(self.code(), self.to_string()),
+        };
+        let mut resp = HttpResponse::build(self.status_code());
+        if matches!(self, AnalyticsError::Unavailable(_)) {
+            resp.insert_header(("Retry-After", "1"));
+        }
+        resp.json(body)
+    }
+}

@@ -1,0 +1,124 @@
+//! Query parameters, parsed and bounded: ranges, buckets, limits and cursors. Pure.
+use crate::error::AnalyticsError;
+use sluice_shared::rollup::{DAY_MS, HOUR_MS, MINUTE_MS};
+
+/// The ranges the contract names, in milliseconds.
+pub fn range_ms(range: &str) -> Result<i64, AnalyticsError> {
+    match range {
+        "15m" => Ok(15 * MINUTE_MS),
+        "1h" => Ok(HOUR_MS),
+        "24h" => Ok(DAY_MS),
+        "7d" => Ok(7 * DAY_MS),
+        _ => Err(AnalyticsError::invalid(
+            "/range",
+            "must be one of 15m, 1h, 24h, 7d",
+        )),
+    }
+}
+
+pub const MAX_POINTS: i64 = 1_440;
+
+pub fn bucket_ms(bucket: &str, range_ms: i64) -> Result<i64, AnalyticsError> {
+    let ms = match bucket {
+        "1m" => MINUTE_MS,
+        "5m" => 5 * MINUTE_MS,
+        "15m" => 15 * MINUTE_MS,
+        "1h" => HOUR_MS,
+        "1d" => DAY_MS,
+        _ => {
+            return Err(AnalyticsError::invalid(
+                "/bucket",
+                "must be one of 1m, 5m, 15m, 1h, 1d",
+            ))
+        }
+    };
+    if range_ms / ms > MAX_POINTS {
+        return Err(AnalyticsError::invalid(
+            "/bucket",
+            format!("too fine for the range: at most {MAX_POINTS} points"),
+        ));
+    }
+    if ms > range_ms {
+        return Err(AnalyticsError::invalid("/bucket", "wider than the range"));
+    }
+    Ok(ms)
+}
+
+pub fn limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, AnalyticsError> {
+    match raw {
+        None => Ok(default),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(AnalyticsError::invalid(
+                "/limit",
+                format!("must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// A page cursor: the sort position (`{millis}:{id}`) of the last item of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub millis: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.millis, self.id)
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, AnalyticsError> {
+        let bad = || AnalyticsError::invalid("/before", "not a cursor this service returned");
+        let (millis, id) = raw.split_once(':').ok_or_else(bad)?;
+        if id.is_empty() || id.len() > 300 {
+            return Err(bad());
+        }
+        Ok(Cursor {
+            millis: millis.parse().map_err(|_| bad())?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges_and_buckets() {
+        assert_eq!(range_ms("1h").unwrap(), HOUR_MS);
+        assert!(range_ms("2h").is_err());
+        assert_eq!(bucket_ms("1m", HOUR_MS).unwrap(), MINUTE_MS);
+        assert!(
+            bucket_ms("1m", 7 * DAY_MS).is_err(),
+            "10080 points is too many"
+        );
+        assert!(bucket_ms("1d", HOUR_MS).is_err());
+        assert!(bucket_ms("2m", HOUR_MS).is_err());
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(limit(None, 50, 200).unwrap(), 50);
+        assert_eq!(limit(Some("200"), 50, 200).unwrap(), 200);
+        for bad in ["0", "201", "-1", "x", ""] {
+            assert!(limit(Some(bad), 50, 200).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cursors_round_trip(millis in any::<i64>(), id in "[A-Za-z0-9_.:-]{1,128}") {
+            let c = Cursor { millis, id };
+            prop_assert_eq!(Cursor::parse(&c.encode()).unwrap(), c);
+        }
+
+        #[test]
+        fn any_text_is_a_cursor_or_a_400(raw in ".{0,64}") {
+            let _ = Cursor::parse(&raw);
+        }
+    }
+}

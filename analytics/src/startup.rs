@@ -1,0 +1,216 @@
+//! Building and running the analytics service, and the one list of its routes.
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use fred::prelude::*;
+use mongodb::Database;
+use sluice_shared::config::Settings;
+use sluice_shared::enqueue::Enqueuer;
+use sluice_shared::health::{health_response, Check, Lifecycle};
+use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
+use tracing_actix_web::TracingLogger;
+
+use crate::cache::{Clock, SystemClock, TtlCache};
+use crate::routes;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub db: Database,
+    pub redis: Client,
+    pub jwt: sluice_shared::jwt::Jwt,
+    /// Aggregates and raw reads: `analytics.cache_ttl_ms`.
+    pub cache: TtlCache,
+    /// The pipeline and dead letters: `analytics.pipeline_cache_ttl_ms`.
+    pub live_cache: TtlCache,
+    pub enqueuer: Enqueuer,
+    pub lifecycle: Lifecycle,
+}
+
+/// Every route of the analytics service.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/analytics/summary", web::get().to(routes::summary))
+        .route(
+            "/api/v1/analytics/timeseries",
+            web::get().to(routes::timeseries),
+        )
+        .route(
+            "/api/v1/analytics/users/{userId}/events",
+            web::get().to(routes::user_events),
+        )
+        .route(
+            "/api/v1/analytics/pipeline",
+            web::get().to(routes::pipeline),
+        )
+        .route("/api/v1/dlq", web::get().to(routes::dead_letters))
+        .route("/api/v1/dlq/{id}/replay", web::post().to(routes::replay))
+        .route("/api/health", web::get().to(health))
+        .route("/api/ready", web::get().to(ready))
+        .route("/api/live", web::get().to(live))
+        .route("/metrics", web::get().to(metrics_endpoint));
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As `build`, with the clock the caches judge freshness by.
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        prometheus();
+        let jwt =
+            sluice_shared::jwt::Jwt::new(&settings.auth.jwt_secret()?, settings.auth.jwt_ttl_secs);
+        let a = &settings.analytics;
+        let listener = TcpListener::bind((a.host.as_str(), a.port)).with_context(|| {
+            format!(
+                "cannot bind analytics.host/analytics.port {}:{}",
+                a.host, a.port
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let redis = sluice_shared::redis::connect(&settings.redis).await?;
+        let db = sluice_worker::store::connect(&settings.mongo).await?;
+        let enqueuer = Enqueuer::new(
+            redis.clone(),
+            settings.redis.stream_key.clone(),
+            settings.api.dedup_window_secs,
+        );
+        enqueuer.load().await?;
+        let cache = TtlCache::new(
+            Duration::from_millis(a.cache_ttl_ms),
+            a.cache_max_bytes,
+            clock.clone(),
+        );
+        let live_cache = TtlCache::new(
+            Duration::from_millis(a.pipeline_cache_ttl_ms.min(1_000)),
+            a.cache_max_bytes / 8,
+            clock,
+        );
+        let lifecycle = Lifecycle::new(Duration::from_secs(30));
+        let state = web::Data::new(AppState {
+            settings,
+            db,
+            redis,
+            jwt,
+            cache,
+            live_cache,
+            enqueuer,
+            lifecycle: lifecycle.clone(),
+        });
+        let server_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("Cache-Control", "no-store")),
+                )
+                .wrap(TracingLogger::default())
+                .app_data(server_state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    crate::error::AnalyticsError::invalid("", e.to_string()).into()
+                }))
+                .configure(routes)
+                .default_service(web::to(|| async {
+                    HttpResponse::NotFound().json(sluice_shared::error::ErrorBody::new(
+                        "not_found",
+                        "no such endpoint",
+                    ))
+                }))
+        })
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        lifecycle.set_ready(true);
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The state, for tests that look at the cache.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let lifecycle = self.state.lifecycle.clone();
+        let server = self.server;
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => { r?; }
+            _ = shutdown => {
+                lifecycle.set_ready(false);
+                let stop = handle.stop(true);
+                server.await?;
+                stop.await;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (redis, mongo) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sluice_shared::redis::ping(&state.redis)
+        ),
+        tokio::time::timeout(
+            Duration::from_secs(4),
+            sluice_worker::store::ping(&state.db)
+        ),
+    );
+    let flatten =
+        |r: Result<anyhow::Result<()>, _>| r.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    health_response(vec![
+        Check::from_result("redis", flatten(redis)),
+        Check::from_result("mongodb", flatten(mongo)),
+    ])
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    state.lifecycle.ready_response()
+}
+
+async fn live(state: web::Data<AppState>) -> HttpResponse {
+    state.lifecycle.live_response()
+}

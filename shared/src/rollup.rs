@@ -1,0 +1,113 @@
+//! Rollup names and time buckets shared by the worker (which writes rollups as it stores events)
+//! and analytics (which reads them): UTC minutes, hours and days of the event's own `timestamp`.
+use std::ops::Range;
+
+pub const MINUTE_COLLECTION: &str = "rollups_minute";
+pub const HOUR_COLLECTION: &str = "rollups_hour";
+/// Sketches (HyperLogLogs, top users) live a day longer than the longest range asked for.
+pub const SKETCH_TTL_SECS: i64 = 8 * 24 * 3600;
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+pub fn floor_to(ts_ms: i64, unit_ms: i64) -> i64 {
+    ts_ms.div_euclid(unit_ms) * unit_ms
+}
+
+/// `{accountId}:{bucketMillis}:{eventType}`: one rollup document.
+pub fn rollup_id(account_id: &str, bucket_ms: i64, event_type: &str) -> String {
+    format!("{account_id}:{bucket_ms}:{event_type}")
+}
+
+/// HyperLogLog of the userIds of an account in one minute or hour.
+pub fn hll_key(account_id: &str, unit: char, bucket_ms: i64) -> String {
+    format!("hll:{account_id}:{unit}:{bucket_ms}")
+}
+
+/// Sorted set of per-user event counts of an account in one hour or day (capped: see `top_cap`).
+pub fn top_key(account_id: &str, unit: char, bucket_ms: i64) -> String {
+    format!("top:{account_id}:{unit}:{bucket_ms}")
+}
+
+/// A time window `[start, end)` in milliseconds split into whole units of `coarse_ms` inside it
+/// and the `fine_ms` pieces at its edges, so a long range reads few coarse buckets and stays exact
+/// to the fine unit.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cover {
+    /// Whole coarse buckets, as a range of bucket starts (step `coarse_ms`).
+    pub coarse: Range<i64>,
+    /// Fine buckets before and after the coarse part, as ranges of bucket starts (step `fine_ms`).
+    pub fine: Vec<Range<i64>>,
+}
+
+pub fn cover(start_ms: i64, end_ms: i64, fine_ms: i64, coarse_ms: i64) -> Cover {
+    let start = floor_to(start_ms, fine_ms);
+    let end = floor_to(end_ms - 1, fine_ms) + fine_ms;
+    let first_coarse = floor_to(start + coarse_ms - 1, coarse_ms);
+    let last_coarse = floor_to(end, coarse_ms);
+    if first_coarse >= last_coarse {
+        return Cover {
+            coarse: 0..0,
+            fine: std::iter::once(start..end).collect(),
+        };
+    }
+    let mut fine = Vec::new();
+    if start < first_coarse {
+        fine.push(start..first_coarse);
+    }
+    if last_coarse < end {
+        fine.push(last_coarse..end);
+    }
+    Cover {
+        coarse: first_coarse..last_coarse,
+        fine,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_short_window_is_all_fine() {
+        let c = cover(10 * MINUTE_MS, 25 * MINUTE_MS, MINUTE_MS, HOUR_MS);
+        assert_eq!(c.coarse, 0..0);
+        assert_eq!(c.fine.len(), 1);
+        assert_eq!(c.fine[0], 10 * MINUTE_MS..25 * MINUTE_MS);
+    }
+
+    #[test]
+    fn a_long_window_is_whole_hours_and_edge_minutes() {
+        let start = 2 * HOUR_MS + 30 * MINUTE_MS;
+        let end = 30 * HOUR_MS + 15 * MINUTE_MS;
+        let c = cover(start, end, MINUTE_MS, HOUR_MS);
+        assert_eq!(c.coarse, 3 * HOUR_MS..30 * HOUR_MS);
+        assert_eq!(c.fine, vec![start..3 * HOUR_MS, 30 * HOUR_MS..end]);
+    }
+
+    #[test]
+    fn buckets_floor_in_utc_also_before_1970() {
+        assert_eq!(floor_to(-1, MINUTE_MS), -MINUTE_MS);
+        assert_eq!(floor_to(59_999, MINUTE_MS), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn a_cover_tiles_the_minutes_of_the_window_exactly_once(
+            start in 0i64..(10 * DAY_MS), len in 1i64..(8 * DAY_MS)
+        ) {
+            let end = start + len;
+            let c = cover(start, end, MINUTE_MS, HOUR_MS);
+            let mut minutes: i64 = (c.coarse.end - c.coarse.start) / MINUTE_MS;
+            for r in &c.fine {
+                prop_assert!(r.start % MINUTE_MS == 0 && r.end % MINUTE_MS == 0);
+                prop_assert!(r.end <= c.coarse.start || r.start >= c.coarse.end || c.coarse.is_empty());
+                minutes += (r.end - r.start) / MINUTE_MS;
+            }
+            let expected = (floor_to(end - 1, MINUTE_MS) + MINUTE_MS - floor_to(start, MINUTE_MS)) / MINUTE_MS;
+            prop_assert_eq!(minutes, expected);
+        }
+    }
+}
