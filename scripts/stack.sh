@@ -16,6 +16,7 @@ REDIS_PORT=${SLUICE_REDIS_PORT:-6380}
 PG_PORT=${SLUICE_PG_PORT:-5433}
 MONGO_PORT=${SLUICE_MONGO_PORT:-27018}
 API_PORT=${SLUICE_API__PORT:-3001}
+ANALYTICS_PORT=${SLUICE_ANALYTICS__PORT:-3002}
 WORKER_PORT=${SLUICE_WORKER__PORT:-3003}
 PROFILE=${PROFILE:-release}
 
@@ -95,11 +96,11 @@ infra() {
 }
 
 build() {
-  log "building sluice-api and sluice-worker ($PROFILE)"
+  log "building sluice-api, sluice-worker and sluice-analytics ($PROFILE)"
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p sluice-api -p sluice-worker
+    cargo build --release -q -p sluice-api -p sluice-worker -p sluice-analytics
   else
-    cargo build -q -p sluice-api -p sluice-worker
+    cargo build -q -p sluice-api -p sluice-worker -p sluice-analytics
   fi
 }
 
@@ -127,12 +128,14 @@ up() {
   "$(bin sluice-api)" migrate >/dev/null
   start_service api "$API_PORT" "$(bin sluice-api)"
   start_service worker "$WORKER_PORT" "$(bin sluice-worker)"
+  start_service analytics "$ANALYTICS_PORT" "$(bin sluice-analytics)"
   local key
   key=$("$(bin sluice-api)" demo --key-file "$DATA/demo-key" | tail -1)
   cat <<TXT
 
 Sluice is up.
-  api        http://127.0.0.1:$API_PORT   (health: /api/health, metrics: /metrics)
+  api        http://127.0.0.1:$API_PORT   (docs: /api/docs, health: /api/health, metrics: /metrics)
+  analytics  http://127.0.0.1:$ANALYTICS_PORT   (health: /api/health, metrics: /metrics)
   worker     http://127.0.0.1:$WORKER_PORT   (health: /api/health, metrics: /metrics)
   Redis      127.0.0.1:$REDIS_PORT   PostgreSQL 127.0.0.1:$PG_PORT   MongoDB 127.0.0.1:$MONGO_PORT
   logs       $LOGS/
@@ -161,6 +164,7 @@ stop_pid() { # name
 }
 
 down() {
+  stop_pid analytics
   stop_pid worker
   stop_pid api
   stop_pid mongo

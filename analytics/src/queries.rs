@@ -11,8 +11,8 @@ use mongodb::Database;
 use serde_json::{json, Value};
 use sluice_shared::names::{DLQ_COLLECTION, EVENTS_COLLECTION};
 use sluice_shared::rollup::{
-    cover, floor_to, hll_key, top_key, DAY_MS, HOUR_COLLECTION, HOUR_MS, MINUTE_COLLECTION,
-    MINUTE_MS,
+    cover, floor_to, hll_key, top_key, type_field, type_from_field, DAY_MS, HOUR_COLLECTION,
+    HOUR_MS, MINUTE_COLLECTION, MINUTE_MS,
 };
 
 use crate::error::AnalyticsError;
@@ -20,7 +20,8 @@ use crate::params::Cursor;
 
 type Result<T> = std::result::Result<T, AnalyticsError>;
 
-/// `(bucket start, eventType, count)` rows of one rollup collection for an account.
+/// `(bucket start, eventType, count)` rows of one rollup collection for an account: one
+/// index range scan per time range (no `$or`, which a server may answer with a collection scan).
 async fn rollup_rows(
     db: &Database,
     collection: &str,
@@ -29,45 +30,57 @@ async fn rollup_rows(
     ranges: &[std::ops::Range<i64>],
     event_type: Option<&str>,
 ) -> Result<Vec<(i64, String, i64)>> {
-    let ranges: Vec<Document> = ranges
+    let scans = ranges
         .iter()
         .filter(|r| r.start < r.end)
-        .map(|r| {
-            doc! {field: {"$gte": BsonDate::from_millis(r.start), "$lt": BsonDate::from_millis(r.end)}}
-        })
-        .collect();
-    if ranges.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut filter = doc! {"accountId": account, "$or": ranges};
-    if let Some(t) = event_type {
-        filter.insert("eventType", t);
-    }
+        .map(|r| rollup_range(db, collection, field, account, r.clone(), event_type));
+    let parts = futures::future::try_join_all(scans).await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+async fn rollup_range(
+    db: &Database,
+    collection: &str,
+    field: &str,
+    account: &str,
+    range: std::ops::Range<i64>,
+    event_type: Option<&str>,
+) -> Result<Vec<(i64, String, i64)>> {
+    let filter = doc! {
+        "accountId": account,
+        field: {"$gte": BsonDate::from_millis(range.start), "$lt": BsonDate::from_millis(range.end)},
+    };
+    let projection = match event_type {
+        Some(t) => doc! {field: 1, format!("types.{}", type_field(t)): 1},
+        None => doc! {field: 1, "types": 1},
+    };
     let docs: Vec<Document> = db
         .collection::<Document>(collection)
         .find(filter)
-        .projection(doc! {field: 1, "eventType": 1, "count": 1})
+        .projection(projection)
         .await
         .map_err(AnalyticsError::unavailable)?
         .try_collect()
         .await
         .map_err(AnalyticsError::unavailable)?;
-    Ok(docs
-        .iter()
-        .filter_map(|d| {
-            let count = match d.get("count")? {
-                Bson::Int32(n) => *n as i64,
-                Bson::Int64(n) => *n,
-                Bson::Double(f) => *f as i64,
-                _ => return None,
-            };
-            Some((
-                d.get_datetime(field).ok()?.timestamp_millis(),
-                d.get_str("eventType").ok()?.to_owned(),
-                count,
-            ))
-        })
-        .collect())
+    let count = |b: &Bson| match b {
+        Bson::Int32(n) => Some(*n as i64),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(f) => Some(*f as i64),
+        _ => None,
+    };
+    let mut rows = Vec::new();
+    for d in &docs {
+        let (Ok(ts), Ok(types)) = (d.get_datetime(field), d.get_document("types")) else {
+            continue;
+        };
+        for (name, n) in types {
+            if let Some(n) = count(n) {
+                rows.push((ts.timestamp_millis(), type_from_field(name), n));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Every rollup row of `[start, end)`: whole hours from the hour rollups, the edges from minutes.
@@ -78,7 +91,7 @@ async fn window_rows(
     end: i64,
     event_type: Option<&str>,
 ) -> Result<Vec<(i64, String, i64)>> {
-    let c = cover(start, end, MINUTE_MS, HOUR_MS);
+    let c = cover(start, end, MINUTE_MS, HOUR_MS).with_open_tail(HOUR_MS);
     let (mut rows, minutes) = tokio::try_join!(
         rollup_rows(
             db,
@@ -112,7 +125,7 @@ fn buckets(range: std::ops::Range<i64>, step: i64) -> impl Iterator<Item = i64> 
 /// Unique users of `[start, end)`: one PFCOUNT over the hour HLLs of whole hours and the minute
 /// HLLs of the edges (HyperLogLog, standard error 0.81%).
 async fn unique_users(redis: &Client, account: &str, start: i64, end: i64) -> Result<u64> {
-    let c = cover(start, end, MINUTE_MS, HOUR_MS);
+    let c = cover(start, end, MINUTE_MS, HOUR_MS).with_open_tail(HOUR_MS);
     let mut keys: Vec<String> = buckets(c.coarse.clone(), HOUR_MS)
         .map(|h| hll_key(account, 'h', h))
         .collect();

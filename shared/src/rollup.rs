@@ -15,9 +15,20 @@ pub fn floor_to(ts_ms: i64, unit_ms: i64) -> i64 {
     ts_ms.div_euclid(unit_ms) * unit_ms
 }
 
-/// `{accountId}:{bucketMillis}:{eventType}`: one rollup document.
-pub fn rollup_id(account_id: &str, bucket_ms: i64, event_type: &str) -> String {
-    format!("{account_id}:{bucket_ms}:{event_type}")
+/// `{accountId}:{bucketMillis}`: one rollup document, holding `total` and a `types` sub-document
+/// with a count per eventType (one document per bucket, not per type, so a range reads few).
+pub fn rollup_id(account_id: &str, bucket_ms: i64) -> String {
+    format!("{account_id}:{bucket_ms}")
+}
+
+/// An eventType as a field name under `types`: `.` would be a path separator, so it becomes `%2E`
+/// (`%` cannot occur in an eventType, so the escape is unambiguous).
+pub fn type_field(event_type: &str) -> String {
+    event_type.replace('.', "%2E")
+}
+
+pub fn type_from_field(field: &str) -> String {
+    field.replace("%2E", ".")
 }
 
 /// HyperLogLog of the userIds of an account in one minute or hour.
@@ -65,6 +76,23 @@ pub fn cover(start_ms: i64, end_ms: i64, fine_ms: i64, coarse_ms: i64) -> Cover 
     }
 }
 
+impl Cover {
+    /// Reads the last, still filling coarse bucket whole instead of minute by minute: up to `now`
+    /// it holds the same events (only events stamped in the future, later in that bucket, differ).
+    pub fn with_open_tail(mut self, coarse_ms: i64) -> Self {
+        if self.coarse.is_empty() {
+            return self;
+        }
+        if let Some(last) = self.fine.last() {
+            if last.start == self.coarse.end && last.end - last.start < coarse_ms {
+                self.coarse.end += coarse_ms;
+                self.fine.pop();
+            }
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +113,24 @@ mod tests {
         let c = cover(start, end, MINUTE_MS, HOUR_MS);
         assert_eq!(c.coarse, 3 * HOUR_MS..30 * HOUR_MS);
         assert_eq!(c.fine, vec![start..3 * HOUR_MS, 30 * HOUR_MS..end]);
+    }
+
+    #[test]
+    fn event_types_with_dots_survive_as_field_names() {
+        assert_eq!(type_field("checkout.completed"), "checkout%2Ecompleted");
+        assert_eq!(type_from_field(&type_field("a.b:c-d_e")), "a.b:c-d_e");
+    }
+
+    #[test]
+    fn the_open_tail_is_read_as_its_whole_bucket() {
+        let start = 2 * HOUR_MS + 30 * MINUTE_MS;
+        let end = 30 * HOUR_MS + 15 * MINUTE_MS;
+        let c = cover(start, end, MINUTE_MS, HOUR_MS).with_open_tail(HOUR_MS);
+        assert_eq!(c.coarse, 3 * HOUR_MS..31 * HOUR_MS);
+        assert_eq!(c.fine, vec![start..3 * HOUR_MS]);
+        // Short windows stay minute-exact.
+        let short = cover(10 * MINUTE_MS, 25 * MINUTE_MS, MINUTE_MS, HOUR_MS);
+        assert_eq!(short.with_open_tail(HOUR_MS).fine.len(), 1);
     }
 
     #[test]

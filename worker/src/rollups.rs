@@ -1,7 +1,7 @@
 //! Rollups written in the same flush as the events they count, for the events whose insert
 //! succeeded (never the 11000 duplicates, so a redelivered or replayed event is not counted twice):
-//! - MongoDB `rollups_minute` and `rollups_hour`: per account, bucket and eventType, a `$inc`
-//!   upsert in one unordered bulk write;
+//! - MongoDB `rollups_minute` and `rollups_hour`: one document per account and bucket with `total`
+//!   and a count per eventType under `types`, `$inc` upserts in one unordered bulk write;
 //! - Redis HyperLogLogs of userIds per account per minute and hour (`PFADD`; unique users of a
 //!   range are a `PFCOUNT` over its buckets, standard error 0.81%);
 //! - Redis sorted sets of per-user counts per account per hour and day (`ZINCRBY`), each capped to
@@ -14,16 +14,16 @@ use mongodb::options::UpdateOneModel;
 use mongodb::Database;
 use sluice_shared::event::QueuedEvent;
 use sluice_shared::rollup::{
-    floor_to, hll_key, rollup_id, top_key, DAY_MS, HOUR_COLLECTION, HOUR_MS, MINUTE_COLLECTION,
-    MINUTE_MS, SKETCH_TTL_SECS,
+    floor_to, hll_key, rollup_id, top_key, type_field, DAY_MS, HOUR_COLLECTION, HOUR_MS,
+    MINUTE_COLLECTION, MINUTE_MS, SKETCH_TTL_SECS,
 };
 
 /// Everything one batch adds to the rollups; pure.
 #[derive(Debug, Default, PartialEq)]
 pub struct Increments {
-    /// (account, bucket start, eventType) → events, per minute and per hour.
-    pub minute: BTreeMap<(String, i64, String), i64>,
-    pub hour: BTreeMap<(String, i64, String), i64>,
+    /// (account, bucket start) → eventType → events, per minute and per hour.
+    pub minute: BTreeMap<(String, i64), BTreeMap<String, i64>>,
+    pub hour: BTreeMap<(String, i64), BTreeMap<String, i64>>,
     /// HLL key → userIds.
     pub users: BTreeMap<String, BTreeSet<String>>,
     /// Top-users key → userId → events.
@@ -41,12 +41,12 @@ impl Increments {
                 floor_to(ts, DAY_MS),
             );
             let acc = &e.account_id;
-            *inc.minute
-                .entry((acc.clone(), minute, e.event_type.clone()))
-                .or_default() += 1;
-            *inc.hour
-                .entry((acc.clone(), hour, e.event_type.clone()))
-                .or_default() += 1;
+            for (map, bucket) in [(&mut inc.minute, minute), (&mut inc.hour, hour)] {
+                *map.entry((acc.clone(), bucket))
+                    .or_default()
+                    .entry(e.event_type.clone())
+                    .or_default() += 1;
+            }
             for key in [hll_key(acc, 'm', minute), hll_key(acc, 'h', hour)] {
                 inc.users.entry(key).or_default().insert(e.user_id.clone());
             }
@@ -73,18 +73,18 @@ fn models(db: &Database, inc: &Increments) -> Vec<UpdateOneModel> {
         (HOUR_COLLECTION, "hour", &inc.hour),
     ] {
         let ns = db.collection::<mongodb::bson::Document>(coll).namespace();
-        for ((acc, bucket, event_type), n) in counts {
+        for ((acc, bucket), types) in counts {
+            let mut inc = doc! {"total": types.values().sum::<i64>()};
+            for (t, n) in types {
+                inc.insert(format!("types.{}", type_field(t)), n);
+            }
             out.push(
                 UpdateOneModel::builder()
                     .namespace(ns.clone())
-                    .filter(doc! {"_id": rollup_id(acc, *bucket, event_type)})
+                    .filter(doc! {"_id": rollup_id(acc, *bucket)})
                     .update(doc! {
-                        "$inc": {"count": n},
-                        "$setOnInsert": {
-                            "accountId": acc,
-                            field: BsonDate::from_millis(*bucket),
-                            "eventType": event_type,
-                        },
+                        "$inc": inc,
+                        "$setOnInsert": {"accountId": acc, field: BsonDate::from_millis(*bucket)},
                     })
                     .upsert(true)
                     .build(),
@@ -136,7 +136,7 @@ pub async fn ensure_indexes(db: &Database) -> anyhow::Result<()> {
         db.collection::<mongodb::bson::Document>(coll)
             .create_index(
                 IndexModel::builder()
-                    .keys(doc! {"accountId": 1, field: 1, "eventType": 1})
+                    .keys(doc! {"accountId": 1, field: 1})
                     .build(),
             )
             .await?;
@@ -177,13 +177,14 @@ mod tests {
                 .unwrap()
                 .timestamp_millis()
         };
-        assert_eq!(inc.minute[&("a".into(), t(10, 5), "click".into())], 2);
-        assert_eq!(inc.minute[&("a".into(), t(10, 6), "view".into())], 1);
-        assert_eq!(inc.hour[&("a".into(), t(10, 0), "click".into())], 2);
-        assert_eq!(inc.hour[&("b".into(), t(11, 0), "click".into())], 1);
+        assert_eq!(inc.minute[&("a".into(), t(10, 5))]["click"], 2);
+        assert_eq!(inc.minute[&("a".into(), t(10, 6))]["view"], 1);
+        assert_eq!(inc.hour[&("a".into(), t(10, 0))]["click"], 2);
+        assert_eq!(inc.hour[&("a".into(), t(10, 0))]["view"], 1);
+        assert_eq!(inc.hour[&("b".into(), t(11, 0))]["click"], 1);
         assert_eq!(inc.users[&hll_key("a", 'h', t(10, 0))].len(), 2);
         assert_eq!(inc.top[&top_key("a", 'h', t(10, 0))]["u1"], 2);
         assert_eq!(inc.top[&top_key("a", 'd', t(0, 0))]["u2"], 1);
-        assert_eq!(inc.minute.values().sum::<i64>(), 4);
+        assert_eq!(inc.minute.values().flat_map(|t| t.values()).sum::<i64>(), 4);
     }
 }

@@ -1,0 +1,1 @@
+//! Benchmarks of the hot path live in `benches/`; see `make bench`.
