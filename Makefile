@@ -4,7 +4,7 @@ export SLUICE_REDIS__URL ?= redis://127.0.0.1:6380
 export SLUICE_POSTGRES__URL ?= postgres://postgres@127.0.0.1:5433/sluice
 export SLUICE_MONGO__URL ?= mongodb://127.0.0.1:27018/?directConnection=true
 
-.PHONY: help up down infra test lint unit fmt
+.PHONY: help up down infra test lint unit fmt bench loadtest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,3 +27,11 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 test: infra lint ## start what is missing, then lint, unit and integration tests against the real servers
 	cargo nextest run --workspace --no-fail-fast
+
+bench: ## criterion benches and the end-to-end benchmark; writes docs/PERFORMANCE.md (about 10 minutes)
+	python3 scripts/bench.py
+
+loadtest: ## the load generator against the running stack, e.g. make loadtest ARGS="--rate 20000 --e2e"
+	@scripts/stack.sh up >/dev/null
+	cargo build --release -q -p sluice-loadtest
+	target/release/sluice-loadtest --keys "$$(cat .data/demo-key)" $(ARGS)

@@ -13,7 +13,13 @@ async fn main() -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     // Admin commands print their result on stdout; their logs go to stderr, warnings only.
     if matches!(command, Command::Serve) {
-        init_subscriber(get_subscriber("sluice-api", "info", std::io::stdout));
+        // One log line per request costs more than the request at 50k/s: request spans are
+        // logged only when RUST_LOG asks for them (`RUST_LOG=info,tracing_actix_web=info`).
+        init_subscriber(get_subscriber(
+            "sluice-api",
+            "info,tracing_actix_web=warn",
+            std::io::stdout,
+        ));
     } else {
         init_subscriber(get_subscriber("sluice-api", "warn", std::io::stderr));
     }

@@ -241,6 +241,8 @@ pub struct WorkerSettings {
     pub shutdown_deadline_ms: u64,
     /// Members kept in each per-hour and per-day top-users set.
     pub top_cap: usize,
+    /// How often the rollups of the batches flushed meanwhile are written, as one bulk write.
+    pub rollup_interval_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -260,6 +262,7 @@ impl Default for WorkerSettings {
             stale_consumer_idle_ms: 3_600_000,
             shutdown_deadline_ms: 10_000,
             top_cap: 1_000,
+            rollup_interval_ms: 1_000,
         }
     }
 }

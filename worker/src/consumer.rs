@@ -16,6 +16,8 @@ use crate::store::{self, DeadLetter};
 use crate::stream::{self, ack, Cursor, Entry, StreamReader};
 
 pub struct Consumer {
+    /// Rollup increments of flushed batches not yet written (see `write_rollups`).
+    rollups: std::sync::Mutex<(crate::rollups::Increments, Option<Instant>)>,
     pub settings: Settings,
     pub consumer: String,
     pub reader: StreamReader,
@@ -42,6 +44,7 @@ impl Consumer {
             consumer.clone(),
         );
         Self {
+            rollups: Default::default(),
             settings,
             consumer,
             reader,
@@ -171,6 +174,9 @@ impl Consumer {
                 }
             }
             let waited = oldest.map(|t| t.elapsed()).unwrap_or_default();
+            if batch.is_empty() {
+                self.write_rollups(false).await;
+            }
             if should_flush(batch.len(), batch_size, waited, interval) {
                 self.flush(std::mem::take(&mut batch), &mut shutdown).await;
                 oldest = None;
@@ -271,13 +277,10 @@ impl Consumer {
             .enumerate()
             .filter(|(i, _)| !not_stored.contains(i))
             .map(|(_, (_, event))| event);
-        crate::rollups::apply(
-            &self.db,
-            &self.redis,
-            &crate::rollups::Increments::of(inserted),
-            self.settings.worker.top_cap,
-        )
-        .await;
+        if let Ok(mut r) = self.rollups.lock() {
+            r.0.merge(crate::rollups::Increments::of(inserted));
+            r.1.get_or_insert_with(Instant::now);
+        }
         for (index, error) in &report.rejected {
             if let Some((entry, event)) = doc_entries.get(*index) {
                 tracing::warn!(stream_id = %entry.id, event_id = %event.event_id, error = %error, "MongoDB refused a document; dead-lettering it");
@@ -324,12 +327,33 @@ impl Consumer {
         for d in &dead {
             metrics::counter!("sluice_worker_events_total", "outcome" => "dead_lettered", "reason" => d.reason).increment(1);
         }
+        self.write_rollups(false).await;
         tracing::debug!(
             inserted = report.inserted,
             duplicates = report.duplicates,
             dead_lettered = dead.len(),
             "batch stored and acknowledged"
         );
+    }
+
+    /// Writes the rollups of the batches flushed since the last write, at most every
+    /// `worker.rollup_interval_ms` (or now, with `force`): one bulk write for many batches keeps
+    /// the database's time for the events themselves.
+    pub async fn write_rollups(&self, force: bool) {
+        let due = Duration::from_millis(self.settings.worker.rollup_interval_ms);
+        let ready = match self.rollups.lock() {
+            Ok(mut r) => match r.1 {
+                Some(since) if force || since.elapsed() >= due => {
+                    r.1 = None;
+                    Some(std::mem::take(&mut r.0))
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(inc) = ready {
+            crate::rollups::apply(&self.db, &self.redis, &inc, self.settings.worker.top_cap).await;
+        }
     }
 
     async fn store_dead_letters(

@@ -64,6 +64,30 @@ impl Increments {
     pub fn is_empty(&self) -> bool {
         self.minute.is_empty()
     }
+
+    /// Adds another batch's increments to these.
+    pub fn merge(&mut self, other: Increments) {
+        for (mine, theirs) in [
+            (&mut self.minute, other.minute),
+            (&mut self.hour, other.hour),
+        ] {
+            for (k, types) in theirs {
+                let slot = mine.entry(k).or_default();
+                for (t, n) in types {
+                    *slot.entry(t).or_default() += n;
+                }
+            }
+        }
+        for (k, users) in other.users {
+            self.users.entry(k).or_default().extend(users);
+        }
+        for (k, counts) in other.top {
+            let slot = self.top.entry(k).or_default();
+            for (u, n) in counts {
+                *slot.entry(u).or_default() += n;
+            }
+        }
+    }
 }
 
 fn models(db: &Database, inc: &Increments) -> Vec<UpdateOneModel> {

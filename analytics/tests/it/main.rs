@@ -52,6 +52,7 @@ pub async fn spawn_stack() -> Stack {
     s.worker.port = 0;
     s.worker.consumer_name = Some(format!("test-{id}"));
     s.worker.flush_interval_ms = 100;
+    s.worker.rollup_interval_ms = 100;
     s.analytics.port = 0;
     s.postgres.max_connections = 4;
     s.auth.jwt_secret = Some(secrecy::SecretString::from(TEST_JWT_SECRET));
