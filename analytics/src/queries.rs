@@ -441,25 +441,18 @@ pub async fn pipeline(
     group: &str,
     account: &str,
 ) -> Result<Value> {
-    let length: u64 = redis.xlen(stream).await.map_err(redis_err)?;
-    let groups: Vec<std::collections::HashMap<String, fred::types::Value>> =
-        redis.xinfo_groups(stream).await.map_err(redis_err)?;
-    let g = groups
-        .iter()
-        .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group));
-    let pending = g
-        .and_then(|g| g.get("pending"))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0);
-    let lag = g.and_then(|g| g.get("lag")).and_then(|v| v.as_u64());
-    let consumers: Vec<std::collections::HashMap<String, fred::types::Value>> = if g.is_some() {
-        redis
-            .xinfo_consumers(stream, group)
-            .await
-            .map_err(redis_err)?
-    } else {
-        Vec::new()
-    };
+    let backlog = sluice_shared::redis::group_backlog(redis, stream, group)
+        .await
+        .map_err(AnalyticsError::unavailable)?;
+    let consumers: Vec<std::collections::HashMap<String, fred::types::Value>> =
+        if backlog.group_exists {
+            redis
+                .xinfo_consumers(stream, group)
+                .await
+                .map_err(redis_err)?
+        } else {
+            Vec::new()
+        };
     let dlq = db.collection::<Document>(DLQ_COLLECTION);
     let (dlq_size, replayed) = tokio::try_join!(
         dlq.count_documents(doc! {"accountId": account}),
@@ -475,10 +468,10 @@ pub async fn pipeline(
         by_reason.insert(reason.into(), json!(n));
     }
     Ok(json!({
-        "streamLength": length,
-        "pending": pending,
-        "lag": lag,
-        "backlog": lag.map(|l| l + pending),
+        "streamLength": backlog.length,
+        "pending": backlog.pending,
+        "lag": backlog.lag,
+        "backlog": backlog.total(),
         "consumers": consumers.iter().map(|c| json!({
             "name": c.get("name").and_then(|v| v.as_string()),
             "pending": c.get("pending").and_then(|v| v.as_u64()).unwrap_or(0),

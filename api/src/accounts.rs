@@ -79,7 +79,8 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn hash_password(password: &str) -> anyhow::Result<String> {
+/// An argon2id PHC string of the password, with a random salt.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;

@@ -32,27 +32,11 @@ impl Backlog {
     }
 }
 
-/// `lag + pending` of `group`; when Redis cannot tell the lag (after deletions), the stream length.
+/// Entries the worker group has not acknowledged (see `sluice_shared::redis::group_backlog`).
 pub async fn read(client: &Client, stream: &str, group: &str) -> anyhow::Result<u64> {
-    let groups: Vec<std::collections::HashMap<String, Value>> =
-        match client.xinfo_groups(stream).await {
-            Ok(g) => g,
-            Err(e) if e.details().contains("no such key") => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
-    let Some(g) = groups
-        .iter()
-        .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group))
-    else {
-        // No group yet: every entry is waiting.
-        return Ok(client.xlen(stream).await?);
-    };
-    let pending = g.get("pending").and_then(|v| v.as_u64()).unwrap_or(0);
-    let lag = match g.get("lag").and_then(|v| v.as_u64()) {
-        Some(lag) => lag,
-        None => client.xlen(stream).await?,
-    };
-    Ok(lag + pending)
+    Ok(sluice_shared::redis::group_backlog(client, stream, group)
+        .await?
+        .total())
 }
 
 pub fn spawn_monitor(

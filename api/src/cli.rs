@@ -33,6 +33,9 @@ pub enum Command {
     Demo {
         #[arg(long, default_value = "demo@sluice.local")]
         email: String,
+        /// The demo account's password (for the dashboard), set if it has none.
+        #[arg(long, default_value = "sluice-demo-password")]
+        password: String,
         #[arg(long)]
         key_file: std::path::PathBuf,
     },

@@ -39,16 +39,22 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command } => keys(settings, command).await,
-        Command::Demo { email, key_file } => {
+        Command::Demo {
+            email,
+            password,
+            key_file,
+        } => {
             let pool = store::pool(&settings.postgres)?;
-            if key_file.exists() {
-                print!("{}", std::fs::read_to_string(&key_file)?);
-                return Ok(());
-            }
             let account = match store::find_account_by_email(&pool, &email).await? {
                 Some(id) => id,
                 None => store::create_account(&pool, &email, None).await?,
             };
+            let hash = sluice_api::accounts::hash_password(&password)?;
+            store::set_password_if_none(&pool, account, &hash).await?;
+            if key_file.exists() {
+                print!("{}", std::fs::read_to_string(&key_file)?);
+                return Ok(());
+            }
             let (_, key) = store::create_key(&pool, account, "demo").await?;
             std::fs::write(&key_file, format!("{key}\n"))
                 .with_context(|| format!("writing {}", key_file.display()))?;

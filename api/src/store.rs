@@ -74,6 +74,17 @@ pub async fn create_account(
     Ok(id)
 }
 
+/// Sets a password on an account that has none (accounts made by the admin CLI).
+pub async fn set_password_if_none(pool: &PgPool, id: Uuid, hash: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE accounts SET password_hash = $2 WHERE id = $1 AND password_hash IS NULL")
+        .bind(id)
+        .bind(hash)
+        .execute(pool)
+        .await
+        .context("setting a password")?;
+    Ok(())
+}
+
 pub async fn find_account_by_email(pool: &PgPool, email: &str) -> anyhow::Result<Option<Uuid>> {
     sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1")
         .bind(normalise_email(email))

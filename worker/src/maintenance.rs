@@ -14,12 +14,10 @@ pub async fn run_once(redis: &Client, settings: &Settings, me: &str) -> anyhow::
     let key = &settings.redis.stream_key;
     let group = &settings.redis.group;
     let state = stream::group_state(redis, key, group).await?;
-    let length: u64 = redis.xlen(key).await?;
-    metrics::gauge!("sluice_worker_pending_entries").set(state.pending as f64);
-    metrics::gauge!("sluice_stream_length_entries").set(length as f64);
-    if let Some(lag) = state.lag {
-        metrics::gauge!("sluice_worker_lag_entries").set(lag as f64);
-    }
+    let backlog = sluice_shared::redis::group_backlog(redis, key, group).await?;
+    metrics::gauge!("sluice_worker_pending_entries").set(backlog.pending as f64);
+    metrics::gauge!("sluice_stream_length_entries").set(backlog.length as f64);
+    metrics::gauge!("sluice_worker_lag_entries").set(backlog.lag as f64);
     let trimmed = match stream::trim_floor(&state) {
         Some(floor) => stream::trim_below(redis, key, &floor).await?,
         None => 0,

@@ -232,7 +232,6 @@ pub struct GroupState {
     pub pending: u64,
     pub oldest_pending: Option<String>,
     pub last_delivered: Option<String>,
-    pub lag: Option<u64>,
 }
 
 pub async fn group_state(
@@ -246,8 +245,10 @@ pub async fn group_state(
         .iter()
         .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group))
     {
-        state.last_delivered = g.get("last-delivered-id").and_then(|v| v.as_string());
-        state.lag = g.get("lag").and_then(|v| v.as_u64());
+        state.last_delivered = g
+            .get("last-delivered-id")
+            .and_then(|v| v.as_string())
+            .filter(|id| !id.is_empty());
     }
     let summary: Value = client
         .custom(
@@ -257,7 +258,12 @@ pub async fn group_state(
         .await?;
     if let Value::Array(parts) = summary {
         state.pending = parts.first().and_then(|v| v.as_u64()).unwrap_or(0);
-        state.oldest_pending = parts.get(1).and_then(|v| v.as_string());
+        // Nil (nothing pending) must not read as an empty id.
+        state.oldest_pending = parts
+            .get(1)
+            .filter(|v| !v.is_null())
+            .and_then(|v| v.as_string())
+            .filter(|id| !id.is_empty());
     }
     Ok(state)
 }
@@ -346,7 +352,6 @@ mod tests {
             pending: oldest.map_or(0, |_| 1),
             oldest_pending: oldest.map(str::to_owned),
             last_delivered: last.map(str::to_owned),
-            lag: None,
         }
     }
 

@@ -556,6 +556,11 @@ async fn trimming_keeps_every_unacknowledged_entry_and_stale_consumers_go() {
     // Everything below the oldest unacknowledged entry goes; it and what follows stay.
     assert!(trimmed >= 500, "trimmed {trimmed}");
     assert_eq!(len, 55, "the five held and the fifty after them are kept");
+    // Everything was delivered: the backlog is the five held entries, however Redis counts lag.
+    let backlog = sluice_shared::redis::group_backlog(&redis, &stream, &group)
+        .await
+        .unwrap();
+    assert_eq!((backlog.pending, backlog.lag), (5, 0));
     // The holder still has its five and can acknowledge them.
     let pending: Value = redis
         .xpending(stream.as_str(), group.as_str(), ("-", "+", 10, "holder"))
@@ -581,4 +586,27 @@ async fn trimming_keeps_every_unacknowledged_entry_and_stale_consumers_go() {
         .collect();
     assert!(names.contains(&"holder".to_owned()));
     assert!(!names.contains(&"idle-one".to_owned()));
+    // Once the holder acknowledges, nothing is pending: the round trims the rest (this once failed
+    // on the nil that XPENDING answers for "oldest pending").
+    let held: Value = redis
+        .xpending(stream.as_str(), group.as_str(), ("-", "+", 10, "holder"))
+        .await
+        .unwrap();
+    let held_ids: Vec<String> = held
+        .into_array()
+        .into_iter()
+        .filter_map(|row| row.into_array().first().and_then(|v| v.as_string()))
+        .collect();
+    let _: u64 = redis
+        .xack(stream.as_str(), group.as_str(), held_ids)
+        .await
+        .unwrap();
+    sluice_worker::maintenance::run_once(&redis, &app.settings, "someone")
+        .await
+        .unwrap();
+    let backlog = sluice_shared::redis::group_backlog(&redis, &stream, &group)
+        .await
+        .unwrap();
+    assert_eq!(backlog.total(), 0);
+    assert!(backlog.length <= 1, "trimmed to the last delivered entry");
 }
