@@ -88,10 +88,22 @@ impl TtlCache {
                 .weigher(|k: &String, e: &Entry| e.bytes.saturating_add(k.len() as u32))
                 // A backstop only: freshness is judged by `clock` below.
                 .time_to_live(ttl.saturating_mul(2).max(Duration::from_secs(1)))
+                .support_invalidation_closures()
                 .build(),
             ttl,
             clock,
             computations: AtomicU64::new(0),
+        }
+    }
+
+    /// Drops every answer whose key starts with `prefix` (after a write those answers describe).
+    pub fn invalidate_prefix(&self, prefix: &str) {
+        let prefix = prefix.to_owned();
+        if let Err(e) = self
+            .inner
+            .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
+        {
+            tracing::warn!(error = %e, "cache invalidation failed");
         }
     }
 
@@ -197,6 +209,28 @@ mod tests {
         }
         assert_eq!(c.computations(), 1);
         assert_eq!(misses, 1);
+    }
+
+    #[tokio::test]
+    async fn invalidated_answers_are_computed_again() {
+        let c = cache(Arc::new(ManualClock::default()));
+        c.get_or_compute("a|dlq|x".into(), async { Ok(json!(1)) })
+            .await
+            .unwrap();
+        c.get_or_compute("b|dlq|x".into(), async { Ok(json!(1)) })
+            .await
+            .unwrap();
+        c.invalidate_prefix("a|dlq|");
+        let (_, s) = c
+            .get_or_compute("a|dlq|x".into(), async { Ok(json!(2)) })
+            .await
+            .unwrap();
+        assert_eq!(s, Source::Miss);
+        let (_, s) = c
+            .get_or_compute("b|dlq|x".into(), async { Ok(json!(2)) })
+            .await
+            .unwrap();
+        assert_eq!(s, Source::Hit, "another account's answer stays");
     }
 
     #[tokio::test]

@@ -228,5 +228,9 @@ pub async fn replay(
             ))
         }
     };
+    // The account's dead-letter listings now describe the past.
+    state
+        .live_cache
+        .invalidate_prefix(&format!("{}|dlq|", account.0));
     Ok(HttpResponse::Accepted().json(json!({"id": id, "status": status})))
 }

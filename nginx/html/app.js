@@ -143,8 +143,8 @@
           h("td", {}, k.revokedAt ? "" : h("button", { class: "danger", type: "button", onclick: guard(async () => {
             if (!confirm(`Revoke the key “${k.name}” (${k.prefix}…)? Clients using it are refused within a second.`)) return;
             await api("DELETE", "/api/v1/keys/" + k.id);
-            say("Key revoked.", true);
             await load();
+            say("Key revoked.", true);
           }) }, "Revoke")))))));
     });
     const form = h("form", { class: "inline card", onsubmit: guard(async (ev) => {
@@ -251,9 +251,10 @@
       if (!r.deadLetters.length) { list.replaceChildren(h("p", { class: "muted", id: "dlq-empty" }, "No dead letters. Events that cannot be stored land here, with the reason.")); return; }
       list.replaceChildren(
         h("button", { type: "button", id: "replay-selected", onclick: guard(async () => {
+          const n = selected.size;
           for (const id of selected) await replay(id);
-          say(`Replayed ${selected.size} dead letter(s).`, true);
           await load();
+          say(`Replayed ${n} dead letter(s).`, true);
         }) }, "Replay selected"),
         h("div", { class: "table-wrap" }, h("table", { id: "dead-letters" },
           h("tr", {}, ["", "event", "reason", "error", "attempts", "failed", "replayed", ""].map((t) => h("th", {}, t))),
@@ -263,8 +264,8 @@
             h("td", {}, d.attempts), h("td", {}, when(d.failedAt)), h("td", { class: "replayed" }, d.replayedAt ? when(d.replayedAt) : "—"),
             h("td", {}, h("button", { type: "button", class: "secondary", onclick: guard(async () => {
               const res = await replay(d.id);
-              say(res.status === "queued" ? "Replayed: the event is back on the stream." : "Already replayed.", true);
               await load();
+              say(res.status === "queued" ? "Replayed: the event is back on the stream." : "Already replayed.", true);
             }) }, "Replay")))))));
     });
     reason.addEventListener("change", load);
