@@ -148,6 +148,7 @@ bin() { echo "$ROOT/target/$PROFILE/$1"; }
 
 start_service() { # name port binary
   if port_open "$2"; then return; fi
+  mkdir -p "$LOGS" "$RUN"
   log "starting $1 on $2"
   nohup "$3" >"$LOGS/$1.log" 2>&1 &
   echo $! >"$RUN/$1.pid"
