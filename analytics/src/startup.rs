@@ -11,7 +11,7 @@ use fred::prelude::*;
 use mongodb::Database;
 use sluice_shared::config::Settings;
 use sluice_shared::enqueue::Enqueuer;
-use sluice_shared::health::{health_response, Check, Lifecycle};
+use sluice_shared::health::{health_response, timed_check, Lifecycle};
 use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
 use tracing_actix_web::TracingLogger;
 
@@ -154,7 +154,8 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(sluice_shared::health::shutdown_signal())
+            .await
     }
 
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -175,36 +176,20 @@ impl Application {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    if let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-}
-
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (redis, mongo) = tokio::join!(
-        tokio::time::timeout(
+        timed_check(
+            "redis",
             Duration::from_secs(2),
             sluice_shared::redis::ping(&state.redis)
         ),
-        tokio::time::timeout(
+        timed_check(
+            "mongodb",
             Duration::from_secs(4),
             sluice_worker::store::ping(&state.db)
         ),
     );
-    let flatten =
-        |r: Result<anyhow::Result<()>, _>| r.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
-    health_response(vec![
-        Check::from_result("redis", flatten(redis)),
-        Check::from_result("mongodb", flatten(mongo)),
-    ])
+    health_response(vec![redis, mongo])
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {

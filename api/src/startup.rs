@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use fred::prelude::*;
 use sluice_shared::config::Settings;
-use sluice_shared::health::{health_response, Check, Lifecycle};
+use sluice_shared::health::{health_response, timed_check, Lifecycle};
 use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
 use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
@@ -235,7 +235,8 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then turns unready and drains in-flight requests.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(sluice_shared::health::shutdown_signal())
+            .await
     }
 
     /// Serves until `shutdown` completes, then turns unready and drains in-flight requests.
@@ -258,24 +259,6 @@ impl Application {
             t.abort();
         }
         Ok(())
-    }
-}
-
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
@@ -306,19 +289,12 @@ async fn not_found() -> HttpResponse {
 #[utoipa::path(get, path = "/api/health", tag = "operations",
     responses((status = 200, description = "Redis and PostgreSQL answer"), (status = 503, description = "A dependency is down")))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let within = Duration::from_secs(2);
     let (redis, pg) = tokio::join!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sluice_shared::redis::ping(&state.redis)
-        ),
-        tokio::time::timeout(Duration::from_secs(2), store::ping(&state.pool)),
+        timed_check("redis", within, sluice_shared::redis::ping(&state.redis)),
+        timed_check("postgres", within, store::ping(&state.pool)),
     );
-    let flatten =
-        |r: Result<anyhow::Result<()>, _>| r.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
-    health_response(vec![
-        Check::from_result("redis", flatten(redis)),
-        Check::from_result("postgres", flatten(pg)),
-    ])
+    health_response(vec![redis, pg])
 }
 
 #[utoipa::path(get, path = "/api/ready", tag = "operations",

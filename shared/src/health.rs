@@ -109,3 +109,38 @@ pub fn health_response(checks: Vec<Check>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(body)
     }
 }
+
+/// Checks one dependency, treating no answer within `within` as down.
+pub async fn timed_check<F>(name: &'static str, within: std::time::Duration, check: F) -> Check
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let r = tokio::time::timeout(within, check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "no answer within {} ms",
+                within.as_millis()
+            ))
+        });
+    Check::from_result(name, r)
+}
+
+/// Resolves on SIGTERM or SIGINT: what every service's `run_until_stopped` waits for.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

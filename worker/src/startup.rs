@@ -10,7 +10,7 @@ use anyhow::Context;
 use fred::prelude::*;
 use mongodb::Database;
 use sluice_shared::config::Settings;
-use sluice_shared::health::{health_response, Check, Lifecycle};
+use sluice_shared::health::{health_response, timed_check, Lifecycle};
 use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
 use tokio::sync::watch;
 
@@ -105,7 +105,8 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(sluice_shared_shutdown()).await
+        self.run_until(sluice_shared::health::shutdown_signal())
+            .await
     }
 
     /// Consumes until `shutdown` completes; then readiness goes 503, reading stops, the batch in
@@ -144,38 +145,16 @@ impl Application {
     }
 }
 
-async fn sluice_shared_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 async fn health(state: web::Data<HealthState>) -> HttpResponse {
     let (redis, mongo) = tokio::join!(
-        tokio::time::timeout(
+        timed_check(
+            "redis",
             Duration::from_secs(2),
             sluice_shared::redis::ping(&state.redis)
         ),
-        tokio::time::timeout(Duration::from_secs(4), store::ping(&state.db)),
+        timed_check("mongodb", Duration::from_secs(4), store::ping(&state.db)),
     );
-    let flatten =
-        |r: Result<anyhow::Result<()>, _>| r.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
-    health_response(vec![
-        Check::from_result("redis", flatten(redis)),
-        Check::from_result("mongodb", flatten(mongo)),
-    ])
+    health_response(vec![redis, mongo])
 }
 
 async fn ready(state: web::Data<HealthState>) -> HttpResponse {
