@@ -306,6 +306,50 @@ fn to_json(b: Option<&Bson>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Up to `limit` documents matching `filter`, newest first by `time_field` then `_id`, strictly
+/// after the position `after` (`(millis, _id)` of the previous page's last document): a cursor,
+/// never an offset.
+async fn newest_first(
+    db: &Database,
+    collection: &str,
+    mut filter: Document,
+    time_field: &str,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<Document>> {
+    if let Some((millis, id)) = after {
+        let at = BsonDate::from_millis(millis);
+        filter.insert(
+            "$or",
+            vec![
+                doc! {time_field: {"$lt": at}},
+                doc! {time_field: at, "_id": {"$lt": id}},
+            ],
+        );
+    }
+    db.collection::<Document>(collection)
+        .find(filter)
+        .sort(doc! {time_field: -1, "_id": -1})
+        .limit(limit)
+        .await
+        .map_err(AnalyticsError::unavailable)?
+        .try_collect()
+        .await
+        .map_err(AnalyticsError::unavailable)
+}
+
+/// The cursor of the page after `docs`, when the page was full.
+fn next_cursor(docs: &[Document], limit: i64, time_field: &str, id_field: &str) -> Option<String> {
+    let last = docs.last().filter(|_| docs.len() as i64 == limit)?;
+    Some(
+        Cursor {
+            millis: last.get_datetime(time_field).ok()?.timestamp_millis(),
+            id: last.get_str(id_field).ok()?.to_owned(),
+        }
+        .encode(),
+    )
+}
+
 /// `GET /api/v1/analytics/users/{userId}/events`: a targeted query (account + shard key).
 pub async fn user_events(
     db: &Database,
@@ -314,45 +358,16 @@ pub async fn user_events(
     limit: i64,
     before: Option<&Cursor>,
 ) -> Result<Value> {
-    let mut filter = doc! {"accountId": account, "userId": user_id};
-    if let Some(c) = before {
-        let at = BsonDate::from_millis(c.millis);
-        let id = format!("{account}:{}", c.id);
-        filter.insert(
-            "$or",
-            vec![
-                doc! {"timestamp": {"$lt": at}},
-                doc! {"timestamp": at, "_id": {"$lt": id}},
-            ],
-        );
-    }
-    let docs: Vec<Document> = db
-        .collection::<Document>(EVENTS_COLLECTION)
-        .find(filter)
-        .sort(doc! {"timestamp": -1, "_id": -1})
-        .limit(limit)
-        .await
-        .map_err(AnalyticsError::unavailable)?
-        .try_collect()
-        .await
-        .map_err(AnalyticsError::unavailable)?;
+    let filter = doc! {"accountId": account, "userId": user_id};
+    // `_id` is `{account}:{eventId}`; the cursor carries the eventId.
+    let after = before.map(|c| (c.millis, format!("{account}:{}", c.id)));
+    let docs = newest_first(db, EVENTS_COLLECTION, filter, "timestamp", after, limit).await?;
     if docs.is_empty() && before.is_none() {
         return Err(AnalyticsError::NotFound(
             "no events of this user in your account".into(),
         ));
     }
-    let next = (docs.len() as i64 == limit)
-        .then(|| docs.last())
-        .flatten()
-        .and_then(|d| {
-            Some(
-                Cursor {
-                    millis: d.get_datetime("timestamp").ok()?.timestamp_millis(),
-                    id: d.get_str("eventId").ok()?.to_owned(),
-                }
-                .encode(),
-            )
-        });
+    let next = next_cursor(&docs, limit, "timestamp", "eventId");
     let events: Vec<Value> = docs
         .iter()
         .map(|d| {
@@ -382,38 +397,9 @@ pub async fn dead_letters(
     if let Some(r) = reason {
         filter.insert("reason", r);
     }
-    if let Some(c) = before {
-        let at = BsonDate::from_millis(c.millis);
-        filter.insert(
-            "$or",
-            vec![
-                doc! {"failedAt": {"$lt": at}},
-                doc! {"failedAt": at, "_id": {"$lt": &c.id}},
-            ],
-        );
-    }
-    let docs: Vec<Document> = db
-        .collection::<Document>(DLQ_COLLECTION)
-        .find(filter)
-        .sort(doc! {"failedAt": -1, "_id": -1})
-        .limit(limit)
-        .await
-        .map_err(AnalyticsError::unavailable)?
-        .try_collect()
-        .await
-        .map_err(AnalyticsError::unavailable)?;
-    let next = (docs.len() as i64 == limit)
-        .then(|| docs.last())
-        .flatten()
-        .and_then(|d| {
-            Some(
-                Cursor {
-                    millis: d.get_datetime("failedAt").ok()?.timestamp_millis(),
-                    id: d.get_str("_id").ok()?.to_owned(),
-                }
-                .encode(),
-            )
-        });
+    let after = before.map(|c| (c.millis, c.id.clone()));
+    let docs = newest_first(db, DLQ_COLLECTION, filter, "failedAt", after, limit).await?;
+    let next = next_cursor(&docs, limit, "failedAt", "_id");
     let letters: Vec<Value> = docs
         .iter()
         .map(|d| {

@@ -241,20 +241,7 @@ impl Application {
 
     /// Serves until `shutdown` completes, then turns unready and drains in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let lifecycle = self.state.lifecycle.clone();
-        let server = self.server;
-        tokio::pin!(server);
-        tokio::select! {
-            r = &mut server => { r?; }
-            _ = shutdown => {
-                tracing::info!("shutting down: readiness off, draining requests");
-                lifecycle.set_ready(false);
-                let stop = handle.stop(true);
-                server.await?;
-                stop.await;
-            }
-        }
+        sluice_shared::health::serve_until(self.server, &self.state.lifecycle, shutdown).await?;
         for t in self.tasks {
             t.abort();
         }

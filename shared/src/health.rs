@@ -144,3 +144,25 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Runs an HTTP server until `shutdown` completes, then turns readiness off and drains in-flight
+/// requests before returning.
+pub async fn serve_until(
+    server: actix_web::dev::Server,
+    lifecycle: &Lifecycle,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let handle = server.handle();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        _ = shutdown => {
+            tracing::info!("shutting down: readiness off, draining requests");
+            lifecycle.set_ready(false);
+            let stop = handle.stop(true);
+            server.await?;
+            stop.await;
+            Ok(())
+        }
+    }
+}
