@@ -46,7 +46,7 @@ with tempfile.TemporaryDirectory() as d:
         (d / sub).mkdir()
     (d / "nginx/proxy_common.conf").write_text((ROOT / "nginx/proxy_common.conf").read_text())
     conf = (ROOT / "nginx/nginx.conf.template").read_text()
-    for k, v in {"@NGINX_PORT@": "8080", "@API_PORT@": "3001", "@ANALYTICS_PORT@": "3002", "@DATA@": str(d),
+    for k, v in {"@USER@": os.environ.get("USER") or __import__("getpass").getuser(), "@NGINX_PORT@": "8080", "@API_PORT@": "3001", "@ANALYTICS_PORT@": "3002", "@DATA@": str(d),
                  "@HTML@": str(ROOT / "nginx/html"), "@MIME@": "/etc/nginx/mime.types"}.items():
         conf = conf.replace(k, v)
     (d / "nginx.conf").write_text(conf)

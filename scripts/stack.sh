@@ -119,7 +119,7 @@ start_nginx() {
   log "starting nginx on $NGINX_PORT"
   mkdir -p "$DATA/nginx" "$LOGS" "$RUN"
   cp "$ROOT/nginx/proxy_common.conf" "$DATA/nginx/proxy_common.conf"
-  sed -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@API_PORT@|$API_PORT|g" \
+  sed -e "s|@USER@|$(id -un)|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@API_PORT@|$API_PORT|g" \
       -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@DATA@|$DATA|g" \
       -e "s|@HTML@|$ROOT/nginx/html|g" -e "s|@MIME@|/etc/nginx/mime.types|g" \
       "$ROOT/nginx/nginx.conf.template" >"$DATA/nginx/nginx.conf"
