@@ -20,6 +20,17 @@ ANALYTICS_PORT=${SLUICE_ANALYTICS__PORT:-3002}
 WORKER_PORT=${SLUICE_WORKER__PORT:-3003}
 NGINX_PORT=${SLUICE_NGINX_PORT:-8080}
 PROFILE=${PROFILE:-release}
+# Redis refuses writes (the api answers 503) rather than evicting keys once it holds this much;
+# docs/REDIS.md has the sizing. `always` fsyncs the AOF before every reply (power-loss safe, and
+# slower: docs/REDIS.md has the measured cost); `everysec` can lose the last second on power loss.
+REDIS_MAXMEMORY=${SLUICE_REDIS_MAXMEMORY:-2gb}
+REDIS_APPENDFSYNC=${SLUICE_REDIS_APPENDFSYNC:-everysec}
+# How long a server may take to serve after its port opened (Redis replays its AOF meanwhile).
+READY_TIMEOUT_SECS=${SLUICE_READY_TIMEOUT_SECS:-300}
+# nginx's workers run as this unprivileged user when the stack is started as root (created if
+# missing); they read the dashboard from, and buffer bodies in, a folder outside the checkout,
+# which may be private to its owner (mode 700).
+NGINX_USER=${SLUICE_NGINX_USER:-sluice}
 
 export SLUICE_REDIS__URL=${SLUICE_REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}
 export SLUICE_POSTGRES__URL=${SLUICE_POSTGRES__URL:-postgres://postgres@127.0.0.1:$PG_PORT/sluice}
@@ -30,6 +41,44 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { # port name seconds
   for _ in $(seq 1 $(( ${3:-30} * 10 ))); do port_open "$1" && return 0; sleep 0.1; done
   echo "$2 did not answer on port $1; see $LOGS" >&2; return 1
+}
+# Waits until `probe` succeeds: a server serves, which an open port does not yet mean.
+wait_serving() { # name seconds probe...
+  local name=$1 secs=$2; shift 2
+  local deadline=$(( $(date +%s) + secs )) said=
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "$name does not serve after ${secs}s; see $LOGS" >&2; return 1
+    fi
+    if [ -z "$said" ] && [ "$(date +%s)" -ge $(( deadline - secs + 2 )) ]; then
+      log "waiting for $name to serve (${secs}s at most)"; said=1
+    fi
+    sleep 0.2
+  done
+}
+redis_pong() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+pg_query() { [ "$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' 2>/dev/null)" = 1 ]; }
+# A MongoDB `ping` (OP_MSG) answered with ok: 1, without a driver.
+mongo_ping() {
+  python3 - "$MONGO_PORT" <<'PY'
+import socket, struct, sys
+def cstr(s): return s.encode() + b"\0"
+def doc(*els):
+    body = b"".join(els) + b"\0"
+    return struct.pack("<i", len(body) + 4) + body
+cmd = doc(b"\x10" + cstr("ping") + struct.pack("<i", 1),
+          b"\x02" + cstr("$db") + struct.pack("<i", 6) + cstr("admin"))
+msg = struct.pack("<I", 0) + b"\0" + cmd
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+s.sendall(struct.pack("<iiii", 16 + len(msg), 1, 0, 2013) + msg)
+data = b""
+while len(data) < 4 or len(data) < struct.unpack("<i", data[:4])[0]:
+    chunk = s.recv(65536)
+    if not chunk: sys.exit(1)
+    data += chunk
+ok = b"\x01ok\0" + struct.pack("<d", 1.0) in data or b"\x10ok\0" + struct.pack("<i", 1) in data
+sys.exit(0 if ok else 1)
+PY
 }
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -54,17 +103,25 @@ install() {
 }
 
 start_redis() {
-  if port_open "$REDIS_PORT"; then return; fi
-  log "starting Redis on $REDIS_PORT (AOF on)"
-  mkdir -p "$DATA/redis" "$LOGS" "$RUN"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
-    --appendonly yes --appendfsync everysec --save "" --daemonize yes \
-    --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
-  wait_port "$REDIS_PORT" Redis
+  case "$REDIS_APPENDFSYNC" in
+    always|everysec) ;;
+    *) echo "SLUICE_REDIS_APPENDFSYNC must be always or everysec, not '$REDIS_APPENDFSYNC'" >&2; return 1 ;;
+  esac
+  if ! port_open "$REDIS_PORT"; then
+    log "starting Redis on $REDIS_PORT (AOF on, appendfsync $REDIS_APPENDFSYNC, maxmemory $REDIS_MAXMEMORY noeviction)"
+    mkdir -p "$DATA/redis" "$LOGS" "$RUN"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
+      --appendonly yes --appendfsync "$REDIS_APPENDFSYNC" --save "" \
+      --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy noeviction --daemonize yes \
+      --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
+    wait_port "$REDIS_PORT" Redis
+  fi
+  # It answers LOADING while it replays its AOF (~20 s after a few million keys).
+  wait_serving Redis "$READY_TIMEOUT_SECS" redis_pong
 }
 
 start_postgres() {
-  if port_open "$PG_PORT"; then return; fi
+  if port_open "$PG_PORT"; then wait_serving PostgreSQL "$READY_TIMEOUT_SECS" pg_query; return; fi
   log "starting PostgreSQL on $PG_PORT"
   mkdir -p "$DATA/pg" "$LOGS" "$RUN"
   if [ "$(id -u)" = 0 ]; then chown postgres "$DATA/pg" "$LOGS"; chmod 700 "$DATA/pg"; fi
@@ -74,19 +131,21 @@ start_postgres() {
   as_postgres "$PG_BIN/pg_ctl" -D "$DATA/pg" -l "$LOGS/postgres.log" -w \
     -o "-p $PG_PORT -k $DATA/pg -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" start >/dev/null
   wait_port "$PG_PORT" PostgreSQL
+  wait_serving PostgreSQL "$READY_TIMEOUT_SECS" pg_query
   if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='sluice'" | grep -q 1; then
     psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE sluice" >/dev/null
   fi
 }
 
 start_mongo() {
-  if port_open "$MONGO_PORT"; then return; fi
+  if port_open "$MONGO_PORT"; then wait_serving MongoDB "$READY_TIMEOUT_SECS" mongo_ping; return; fi
   log "starting the MongoDB server (SecantusDB) on $MONGO_PORT"
   mkdir -p "$DATA/mongo" "$LOGS" "$RUN"
   nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" \
     --storage-path "$DATA/mongo" --log-level WARNING >"$LOGS/mongo.log" 2>&1 &
   echo $! >"$RUN/mongo.pid"
   wait_port "$MONGO_PORT" MongoDB 60
+  wait_serving MongoDB "$READY_TIMEOUT_SECS" mongo_ping
 }
 
 # What `make test` needs beyond the servers: compose and YAML checks, and mongosh for mongo-init.
@@ -114,14 +173,55 @@ tools() {
 
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
+# The unprivileged user nginx's workers run as: when started as root, a system user of their own
+# (`nobody` where none can be made); otherwise the caller (nginx cannot switch users then).
+nginx_user() {
+  if [ "$(id -u)" != 0 ]; then id -un; return; fi
+  if ! id -u "$NGINX_USER" >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$NGINX_USER" \
+      >/dev/null 2>&1 || { echo nobody; return; }
+  fi
+  echo "$NGINX_USER"
+}
+
+# What nginx's workers open themselves (the dashboard's files, the body and proxy buffers) lives
+# where the worker user can reach it: under .data when the stack runs as its owner; when root
+# runs it, in a folder of its own outside the checkout, which may be private (mode 700).
+nginx_www() {
+  if [ "$(id -u)" != 0 ]; then echo "$DATA/nginx"; return; fi
+  echo "${SLUICE_NGINX_WWW:-/var/lib/sluice/nginx-$(printf %s "$DATA" | sha256sum | cut -c1-12)}"
+}
+
+# A fresh copy of the dashboard on every `up`, swapped in whole, so a running nginx serves the
+# checkout's files.
+sync_dashboard() { # www user
+  local www=$1 user=$2
+  mkdir -p "$www/temp"
+  rm -rf "$www/html.new" "$www/html.old"
+  cp -r "$ROOT/nginx/html" "$www/html.new"
+  chmod -R u=rwX,go=rX "$www/html.new"
+  chmod 755 "$www"
+  [ ! -d "$www/html" ] || mv "$www/html" "$www/html.old"
+  mv "$www/html.new" "$www/html"
+  rm -rf "$www/html.old"
+  if [ "$(id -u)" = 0 ]; then chown "$user" "$www/temp"; chmod 700 "$www/temp"; fi
+}
+
 start_nginx() {
+  local user www
+  user=$(nginx_user)
+  www=$(nginx_www)
+  sync_dashboard "$www" "$user"
   if port_open "$NGINX_PORT"; then return; fi
-  log "starting nginx on $NGINX_PORT"
+  log "starting nginx on $NGINX_PORT (workers as $user)"
   mkdir -p "$DATA/nginx" "$LOGS" "$RUN"
   cp "$ROOT/nginx/proxy_common.conf" "$DATA/nginx/proxy_common.conf"
-  sed -e "s|@USER@|$(id -un)|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@API_PORT@|$API_PORT|g" \
+  # The master (root) reads the config and opens the logs and the pid file under .data; the temp
+  # paths the workers write are moved to $www/temp.
+  sed -e "s|@USER@|$user|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@API_PORT@|$API_PORT|g" \
+      -e "s#@DATA@/nginx/\(body\|proxy\|fastcgi\|uwsgi\|scgi\);#$www/temp/\1;#g" \
       -e "s|@ANALYTICS_PORT@|$ANALYTICS_PORT|g" -e "s|@DATA@|$DATA|g" \
-      -e "s|@HTML@|$ROOT/nginx/html|g" -e "s|@MIME@|/etc/nginx/mime.types|g" \
+      -e "s|@HTML@|$www/html|g" -e "s|@MIME@|/etc/nginx/mime.types|g" \
       "$ROOT/nginx/nginx.conf.template" >"$DATA/nginx/nginx.conf"
   "$(nginx_bin)" -t -q -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
   "$(nginx_bin)" -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
@@ -221,9 +321,10 @@ down() {
 
 case "${1:-}" in
   install) install ;;
+  nginx) start_nginx ;;
   tools) tools ;;
   infra) infra ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|tools|infra|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 install|tools|infra|nginx|up|down" >&2; exit 2 ;;
 esac

@@ -11,8 +11,9 @@ pub enum AnalyticsError {
     NotFound(String),
     #[error("{path}: {message}")]
     InvalidRequest { path: String, message: String },
-    #[error("{0}")]
-    Conflict(String),
+    /// `code` is the contract code (`already_replayed`, `unreplayable`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("a data store is unreachable; retry later")]
     Unavailable(String),
 }
@@ -34,7 +35,7 @@ impl AnalyticsError {
             AnalyticsError::Unauthorized => "unauthorized",
             AnalyticsError::NotFound(_) => "not_found",
             AnalyticsError::InvalidRequest { .. } => "invalid_request",
-            AnalyticsError::Conflict(_) => "unreplayable",
+            AnalyticsError::Conflict { code, .. } => code,
             AnalyticsError::Unavailable(_) => "unavailable",
         }
     }
@@ -46,7 +47,7 @@ impl ResponseError for AnalyticsError {
             AnalyticsError::Unauthorized => StatusCode::UNAUTHORIZED,
             AnalyticsError::NotFound(_) => StatusCode::NOT_FOUND,
             AnalyticsError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            AnalyticsError::Conflict(_) => StatusCode::CONFLICT,
+            AnalyticsError::Conflict { .. } => StatusCode::CONFLICT,
             AnalyticsError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -57,6 +57,35 @@ pub fn limit(raw: Option<&str>, default: i64, max: i64) -> Result<i64, Analytics
     }
 }
 
+/// A `userId` path value: 1 to 128 characters, counted as the event schema counts them (not bytes).
+pub fn user_id(raw: &str) -> Result<&str, AnalyticsError> {
+    match raw.chars().count() {
+        1..=128 => Ok(raw),
+        _ => Err(AnalyticsError::invalid("/userId", "1 to 128 characters")),
+    }
+}
+
+/// An `eventType` filter, judged by the event schema itself (1..100 characters matching
+/// `^[a-zA-Z][a-zA-Z0-9_.:-]*$`), so no value the api would refuse reaches a query. Empty is no
+/// filter.
+pub fn event_type(raw: Option<&str>) -> Result<Option<&str>, AnalyticsError> {
+    let Some(t) = raw.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let probe = serde_json::json!({"eventType": t, "userId": "u"});
+    match sluice_shared::event::validate(&probe) {
+        Ok(_) => Ok(Some(t)),
+        Err(violations) => {
+            let message = violations
+                .into_iter()
+                .find(|v| v.path == "/eventType")
+                .map(|v| v.message)
+                .unwrap_or_else(|| "not a valid event type".into());
+            Err(AnalyticsError::invalid("/eventType", message))
+        }
+    }
+}
+
 /// A page cursor: the sort position (`{millis}:{id}`) of the last item of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -109,7 +138,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn user_ids_count_characters_not_bytes() {
+        assert!(user_id(&"é".repeat(128)).is_ok());
+        assert!(user_id(&"é".repeat(129)).is_err());
+        assert!(user_id("").is_err());
+    }
+
+    #[test]
+    fn event_types_follow_the_event_schema() {
+        assert_eq!(event_type(None).unwrap(), None);
+        assert_eq!(event_type(Some("")).unwrap(), None);
+        assert_eq!(event_type(Some("page.view")).unwrap(), Some("page.view"));
+        for bad in ["$where", "a\0b", "1abc", "a b", "café", &"a".repeat(101)] {
+            let err = event_type(Some(bad)).unwrap_err();
+            assert!(err.to_string().starts_with("/eventType"), "{bad}: {err}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_event_type_filter_is_a_filter_or_a_400(raw in "\\PC{0,120}") {
+            let _ = event_type(Some(&raw));
+        }
+
+
         #[test]
         fn cursors_round_trip(millis in any::<i64>(), id in "[A-Za-z0-9_.:-]{1,128}") {
             let c = Cursor { millis, id };

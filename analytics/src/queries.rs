@@ -418,59 +418,182 @@ pub async fn dead_letters(
     Ok(json!({"deadLetters": letters, "nextBefore": next}))
 }
 
-/// `GET /api/v1/analytics/pipeline`: the stream and its consumers (shared by all accounts, no
-/// tenant data in them) and the caller's dead letters.
+/// The coarse state of the pipeline a tenant may see: `ok`, `degraded` (Redis unreachable, or
+/// entries waiting with no worker reading them) or `backlogged` (the backlog is past half of the
+/// limit at which ingest answers 503). Pure.
+pub fn pipeline_state(
+    backlog: Option<&sluice_shared::redis::GroupBacklog>,
+    freshest_consumer_idle_ms: Option<u64>,
+    max_backlog: u64,
+) -> &'static str {
+    /// A worker's read blocks 500 ms at most, so one that has not read for this long is gone.
+    const CONSUMER_GONE_MS: u64 = 30_000;
+    let Some(b) = backlog else {
+        return "degraded";
+    };
+    let waiting = b.total() > 0;
+    let readers = freshest_consumer_idle_ms.is_some_and(|idle| idle <= CONSUMER_GONE_MS);
+    if waiting && (!b.group_exists || !readers) {
+        "degraded"
+    } else if b.total() >= max_backlog.div_ceil(2) {
+        "backlogged"
+    } else {
+        "ok"
+    }
+}
+
+/// The stream's backlog and how long ago its most recently active consumer read, or `None` when
+/// Redis does not answer. Global figures: they feed the coarse state only, never the reply.
+async fn stream_health(
+    redis: &Client,
+    stream: &str,
+    group: &str,
+) -> Option<(sluice_shared::redis::GroupBacklog, Option<u64>)> {
+    let backlog = sluice_shared::redis::group_backlog(redis, stream, group)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "pipeline: reading the backlog failed"))
+        .ok()?;
+    if !backlog.group_exists {
+        return Some((backlog, None));
+    }
+    let consumers: Vec<std::collections::HashMap<String, fred::types::Value>> = redis
+        .xinfo_consumers(stream, group)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "pipeline: reading the consumers failed"))
+        .ok()?;
+    let freshest = consumers
+        .iter()
+        .filter_map(|c| c.get("idle").and_then(|v| v.as_u64()))
+        .min();
+    Some((backlog, freshest))
+}
+
+/// `GET /api/v1/analytics/pipeline`: what is the caller's own (their recent ingest, from their
+/// minute rollups, and their dead letters) and a coarse state of the shared pipeline. Stream
+/// length, lag and consumer names are for operators (`/metrics`), not tenants.
 pub async fn pipeline(
     db: &Database,
     redis: &Client,
     stream: &str,
     group: &str,
+    max_backlog: u64,
     account: &str,
+    now_ms: i64,
 ) -> Result<Value> {
-    let backlog = sluice_shared::redis::group_backlog(redis, stream, group)
-        .await
-        .map_err(AnalyticsError::unavailable)?;
-    let consumers: Vec<std::collections::HashMap<String, fred::types::Value>> =
-        if backlog.group_exists {
-            redis
-                .xinfo_consumers(stream, group)
-                .await
-                .map_err(redis_err)?
-        } else {
-            Vec::new()
-        };
     let dlq = db.collection::<Document>(DLQ_COLLECTION);
-    let (dlq_size, replayed) = tokio::try_join!(
-        dlq.count_documents(doc! {"accountId": account}),
-        dlq.count_documents(doc! {"accountId": account, "replayedAt": {"$exists": true}}),
-    )
-    .map_err(AnalyticsError::unavailable)?;
-    let mut by_reason = serde_json::Map::new();
-    for reason in ["invalid", "write_rejected", "poison"] {
-        let n = dlq
-            .count_documents(doc! {"accountId": account, "reason": reason})
+    let by_reason = async {
+        let mut cursor = dlq
+            .aggregate(vec![
+                doc! {"$match": {"accountId": account}},
+                doc! {"$group": {"_id": "$reason", "n": {"$sum": 1}}},
+            ])
             .await
             .map_err(AnalyticsError::unavailable)?;
-        by_reason.insert(reason.into(), json!(n));
-    }
+        let mut out: BTreeMap<String, i64> = ["invalid", "write_rejected", "poison"]
+            .iter()
+            .map(|r| (r.to_string(), 0))
+            .collect();
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(AnalyticsError::unavailable)?
+        {
+            let reason = d.get_str("_id").unwrap_or("unknown").to_owned();
+            let n = match d.get("n") {
+                Some(Bson::Int32(n)) => *n as i64,
+                Some(Bson::Int64(n)) => *n,
+                Some(Bson::Double(f)) => *f as i64,
+                _ => 0,
+            };
+            *out.entry(reason).or_default() += n;
+        }
+        Ok::<_, AnalyticsError>(out)
+    };
+    let replayed = async {
+        dlq.count_documents(doc! {"accountId": account, "replayedAt": {"$exists": true}})
+            .await
+            .map_err(AnalyticsError::unavailable)
+    };
+    let hour = async {
+        let start = now_ms - HOUR_MS;
+        let window = floor_to(start, MINUTE_MS)..now_ms + 1;
+        rollup_rows(
+            db,
+            MINUTE_COLLECTION,
+            "minute",
+            account,
+            std::slice::from_ref(&window),
+            None,
+        )
+        .await
+    };
+    let (by_reason, replayed, rows, health) = tokio::join!(
+        by_reason,
+        replayed,
+        hour,
+        stream_health(redis, stream, group)
+    );
+    let (by_reason, replayed, rows) = (by_reason?, replayed?, rows?);
+    let since = |ms: i64| -> i64 {
+        let from = floor_to(now_ms - ms, MINUTE_MS);
+        rows.iter()
+            .filter(|(ts, _, _)| *ts >= from)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let (last5m, last1h) = (since(5 * MINUTE_MS), since(HOUR_MS));
+    let state = pipeline_state(
+        health.as_ref().map(|(b, _)| b),
+        health.and_then(|(_, idle)| idle),
+        max_backlog,
+    );
     Ok(json!({
-        "streamLength": backlog.length,
-        "pending": backlog.pending,
-        "lag": backlog.lag,
-        "backlog": backlog.total(),
-        "consumers": consumers.iter().map(|c| json!({
-            "name": c.get("name").and_then(|v| v.as_string()),
-            "pending": c.get("pending").and_then(|v| v.as_u64()).unwrap_or(0),
-            "idleMs": c.get("idle").and_then(|v| v.as_u64()).unwrap_or(0),
-        })).collect::<Vec<_>>(),
-        "dlqSize": dlq_size,
-        "counters": {"deadLetteredByReason": by_reason, "replayed": replayed},
+        "state": state,
+        "ingest": {
+            "last5m": last5m,
+            "last1h": last1h,
+            "eventsPerSecond": last5m as f64 / 300.0,
+        },
+        "deadLetters": {
+            "total": by_reason.values().sum::<i64>(),
+            "replayed": replayed,
+            "byReason": by_reason,
+        },
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pipeline_state_is_coarse_and_follows_the_backlog_and_the_readers() {
+        use sluice_shared::redis::GroupBacklog;
+        let b = |pending, lag| GroupBacklog {
+            pending,
+            lag,
+            length: pending + lag,
+            group_exists: true,
+        };
+        assert_eq!(pipeline_state(None, None, 100), "degraded");
+        assert_eq!(pipeline_state(Some(&b(0, 0)), None, 100), "ok");
+        assert_eq!(pipeline_state(Some(&b(0, 10)), Some(400), 100), "ok");
+        assert_eq!(
+            pipeline_state(Some(&b(20, 30)), Some(400), 100),
+            "backlogged"
+        );
+        assert_eq!(pipeline_state(Some(&b(0, 10)), None, 100), "degraded");
+        assert_eq!(
+            pipeline_state(Some(&b(0, 10)), Some(60_000), 100),
+            "degraded"
+        );
+        let no_group = GroupBacklog {
+            lag: 5,
+            length: 5,
+            ..Default::default()
+        };
+        assert_eq!(pipeline_state(Some(&no_group), None, 100), "degraded");
+    }
 
     #[test]
     fn bucketize_zero_fills_and_sums() {

@@ -87,13 +87,7 @@ pub async fn timeseries(
     let range_ms = params::range_ms(range)?;
     let bucket = q.bucket.as_deref().unwrap_or("1m");
     let bucket_ms = params::bucket_ms(bucket, range_ms)?;
-    let event_type = q.event_type.as_deref().filter(|t| !t.is_empty());
-    if event_type.is_some_and(|t| t.len() > 100) {
-        return Err(AnalyticsError::invalid(
-            "/eventType",
-            "at most 100 characters",
-        ));
-    }
+    let event_type = params::event_type(q.event_type.as_deref())?;
     let key = format!(
         "{}|timeseries|{range}|{bucket}|{}",
         account.0,
@@ -131,9 +125,7 @@ pub async fn user_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AnalyticsError> {
     let user_id = path.into_inner();
-    if user_id.is_empty() || user_id.len() > 128 {
-        return Err(AnalyticsError::invalid("/userId", "1 to 128 characters"));
-    }
+    params::user_id(&user_id)?;
     let limit = params::limit(q.limit.as_deref(), 50, 200)?;
     let before = q.before.as_deref().map(Cursor::parse).transpose()?;
     let key = format!(
@@ -161,7 +153,15 @@ pub async fn pipeline(
         .live_cache
         .get_or_compute(
             key,
-            queries::pipeline(&state.db, &state.redis, &r.stream_key, &r.group, &account.0),
+            queries::pipeline(
+                &state.db,
+                &state.redis,
+                &r.stream_key,
+                &r.group,
+                state.settings.api.max_backlog,
+                &account.0,
+                now_ms(),
+            ),
         )
         .await?;
     Ok(answer(v, s))
@@ -201,8 +201,8 @@ pub async fn dead_letters(
     Ok(answer(v, s))
 }
 
-/// Puts one of the account's dead letters back on the stream (idempotent: see
-/// `sluice_worker::replay`). Another account's id is 404.
+/// Puts one of the account's dead letters back on the stream, once: a second replay is 409
+/// `already_replayed` (see `sluice_worker::replay`). Another account's id is 404.
 pub async fn replay(
     account: Account,
     path: web::Path<String>,
@@ -216,21 +216,27 @@ pub async fn replay(
         .await
         .map_err(AnalyticsError::unavailable)?
         .ok_or_else(|| AnalyticsError::NotFound("no such dead letter in your account".into()))?;
-    let status = match replay_one(&dlq, &state.enqueuer, &letter)
+    match replay_one(&dlq, &state.enqueuer, &letter)
         .await
         .map_err(AnalyticsError::unavailable)?
     {
-        Replayed::Queued => "queued",
-        Replayed::AlreadyQueued => "already_queued",
+        Replayed::Queued => {}
+        Replayed::AlreadyReplayed => {
+            return Err(AnalyticsError::Conflict {
+                code: "already_replayed",
+                message: "this dead letter was replayed already; a letter is replayed once".into(),
+            })
+        }
         Replayed::Unreplayable => {
-            return Err(AnalyticsError::Conflict(
-                "this dead letter holds no event to replay".into(),
-            ))
+            return Err(AnalyticsError::Conflict {
+                code: "unreplayable",
+                message: "this dead letter holds no event to replay".into(),
+            })
         }
     };
     // The account's dead-letter listings now describe the past.
     state
         .live_cache
         .invalidate_prefix(&format!("{}|dlq|", account.0));
-    Ok(HttpResponse::Accepted().json(json!({"id": id, "status": status})))
+    Ok(HttpResponse::Accepted().json(json!({"id": id, "status": "queued"})))
 }

@@ -81,8 +81,16 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
-        let redis = sluice_shared::redis::connect(&settings.redis).await?;
-        let db = sluice_worker::store::connect(&settings.mongo).await?;
+        // Redis and MongoDB may not be up yet (Redis may be loading its AOF): wait for them, and
+        // answer /api/ready 503 meanwhile, rather than exit.
+        let (redis, db) = sluice_shared::health::while_starting(&listener, async {
+            let redis = sluice_shared::redis::connect_when_ready(&settings.redis).await?;
+            let db = sluice_worker::store::connect(&settings.mongo).await?;
+            sluice_shared::health::retry_until_ok("mongodb", || sluice_worker::store::ping(&db))
+                .await;
+            Ok((redis, db))
+        })
+        .await?;
         let enqueuer = Enqueuer::new(
             redis.clone(),
             settings.redis.stream_key.clone(),

@@ -119,15 +119,19 @@ async fn blocking<T: Send + 'static>(
     responses(
         (status = 201, description = "Account created", body = AccountView),
         (status = 400, description = "Bad email or a password under 12 characters", body = crate::openapi::ErrorBodyDoc),
+        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
         (status = 409, description = "Email taken", body = crate::openapi::ErrorBodyDoc),
         (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc),
     ))]
 pub async fn register(
     req: HttpRequest,
     body: web::Json<Credentials>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.login_limiter.check(crate::limits::client_ip(&req))?;
+    state
+        .login_limiter
+        .check(crate::limits::client_ip(&req, &state.trusted_proxies))?;
     let Credentials { email, password } = body.into_inner();
     if !valid_email(&email) {
         return Err(ApiError::invalid_request(
@@ -136,11 +140,13 @@ pub async fn register(
         ));
     }
     check_password(&password)?;
+    let slot = state.password_slots.acquire().await?;
     let hash = blocking(move || hash_password(&password)).await??;
+    drop(slot);
     let email = store::normalise_email(&email);
     let id = store::register_account(&state.pool, &email, &hash)
         .await
-        .map_err(ApiError::Unavailable)?
+        .map_err(ApiError::PostgresUnavailable)?
         .ok_or(ApiError::EmailTaken)?;
     tracing::info!(account_id = %id, "account registered");
     Ok(HttpResponse::Created().json(AccountView {
@@ -154,26 +160,32 @@ pub async fn register(
     responses(
         (status = 200, description = "A token valid for 24 hours", body = TokenView),
         (status = 401, description = "Unknown email or wrong password (the same answer)", body = crate::openapi::ErrorBodyDoc),
+        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
         (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc),
     ))]
 pub async fn login(
     req: HttpRequest,
     body: web::Json<Credentials>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.login_limiter.check(crate::limits::client_ip(&req))?;
+    state
+        .login_limiter
+        .check(crate::limits::client_ip(&req, &state.trusted_proxies))?;
     let Credentials { email, password } = body.into_inner();
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::Unauthorized);
     }
     let account = store::find_account(&state.pool, &email)
         .await
-        .map_err(ApiError::Unavailable)?;
+        .map_err(ApiError::PostgresUnavailable)?;
     let stored = account
         .as_ref()
         .and_then(|a| a.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_owned());
+    let slot = state.password_slots.acquire().await?;
     let ok = blocking(move || verify_password(&password, &stored)).await?;
+    drop(slot);
     let account = account.filter(|a| ok && a.password_hash.is_some());
     let Some(account) = account else {
         return Err(ApiError::Unauthorized);
@@ -190,6 +202,7 @@ pub async fn login(
     responses(
         (status = 200, description = "The account of the token", body = AccountView),
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc),
     ))]
 pub async fn me(
     account: AuthedAccount,
@@ -197,7 +210,7 @@ pub async fn me(
 ) -> Result<HttpResponse, ApiError> {
     let record = store::find_account_by_id(&state.pool, account.id)
         .await
-        .map_err(ApiError::Unavailable)?
+        .map_err(ApiError::PostgresUnavailable)?
         .ok_or(ApiError::Unauthorized)?;
     Ok(HttpResponse::Ok().json(AccountView {
         account_id: record.id.to_string(),

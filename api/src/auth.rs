@@ -1,6 +1,10 @@
 //! API-key authentication: SHA-256 of the presented key → in-process cache → Redis cache →
-//! PostgreSQL. Unknown keys are cached as unknown for a short time so a flood of bad keys never
-//! reaches PostgreSQL; a revoked key is evicted everywhere through a pub/sub broadcast.
+//! PostgreSQL. Unknown keys are cached as unknown for a short time so a flood of bad keys rarely
+//! reaches PostgreSQL, and the lookups that do are capped so they cannot take the pool; a revoked
+//! key is evicted everywhere through a pub/sub broadcast and refused through a Redis tombstone.
+//!
+//! While PostgreSQL is unreachable a key confirmed within `api.key_stale_if_error_secs` keeps
+//! working (stale-if-error), from this instance's memory or from Redis, unless it was revoked.
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,8 +12,10 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use fred::prelude::*;
+use fred::types::scripts::Script;
 use moka::future::Cache;
 use sluice_shared::apikey;
+use sluice_shared::config::ApiSettings;
 use sluice_shared::names::{api_key_cache_key, KEY_REVOCATIONS_CHANNEL};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -17,18 +23,34 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::store::{self, KeyOwner};
 
-/// How long Redis remembers a key's owner, and a revoked or unknown key's absence.
-const REDIS_POSITIVE_TTL_SECS: i64 = 300;
-const REDIS_NEGATIVE_TTL_SECS: i64 = 30;
-const REDIS_TOMBSTONE_TTL_SECS: i64 = 3_600;
 const ABSENT: &str = "-";
+/// How long a request waits for a PostgreSQL key-lookup slot before it is refused (503).
+const LOOKUP_SLOT_WAIT: Duration = Duration::from_millis(500);
+/// The tombstone of `revoke` when the caller has no settings (the admin CLI): the default.
+const DEFAULT_TOMBSTONE_TTL_SECS: u64 = 3_600;
+
+/// Writes a key's cache entry unless a revocation's tombstone holds the place; answers 0 when it
+/// does (the caller then refuses the key), 1 when written.
+const FILL_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"#;
 
 #[derive(Clone)]
 pub struct KeyAuth {
+    /// Confirmed within `key_cache_ttl_secs`.
     known: Cache<String, KeyOwner>,
+    /// Confirmed within `key_stale_if_error_secs`: served only while PostgreSQL cannot answer.
+    stale: Cache<String, KeyOwner>,
     unknown: Cache<String, ()>,
     redis: Client,
     pool: PgPool,
+    fill: Script,
+    lookups: Arc<tokio::sync::Semaphore>,
+    redis_fresh_secs: u64,
+    redis_negative_secs: u64,
+    stale_secs: u64,
     used: Arc<Mutex<HashSet<Uuid>>>,
 }
 
@@ -45,24 +67,40 @@ pub fn presented_key(req: &HttpRequest) -> Option<&str> {
         .filter(|t| t.starts_with(apikey::KEY_PREFIX))
 }
 
+/// What Redis said about a key.
+enum Cached {
+    Revoked,
+    Fresh(KeyOwner),
+    /// Past its fresh time: PostgreSQL is asked, and this is served only if it cannot answer.
+    Stale(KeyOwner),
+    Missing,
+}
+
 impl KeyAuth {
-    pub fn new(
-        redis: Client,
-        pool: PgPool,
-        positive_ttl: Duration,
-        negative_ttl: Duration,
-    ) -> Self {
+    pub fn new(redis: Client, pool: PgPool, settings: &ApiSettings) -> Self {
+        let stale_secs = settings.key_stale_if_error_secs;
         Self {
             known: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(positive_ttl)
+                .time_to_live(Duration::from_secs(settings.key_cache_ttl_secs))
+                .build(),
+            stale: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(stale_secs.max(1)))
                 .build(),
             unknown: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(negative_ttl)
+                .time_to_live(Duration::from_secs(settings.negative_key_cache_ttl_secs))
                 .build(),
             redis,
             pool,
+            fill: Script::from_lua(FILL_LUA),
+            lookups: Arc::new(tokio::sync::Semaphore::new(
+                settings.key_lookup_concurrency.max(1),
+            )),
+            redis_fresh_secs: settings.redis_key_cache_ttl_secs.max(1),
+            redis_negative_secs: settings.redis_negative_key_cache_ttl_secs.max(1),
+            stale_secs,
             used: Arc::default(),
         }
     }
@@ -89,55 +127,167 @@ impl KeyAuth {
             return Ok(None);
         }
         let cache_key = api_key_cache_key(hash);
-        let cached = match self.redis.get::<Option<String>, _>(&cache_key).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "Redis key cache unreachable; asking PostgreSQL");
-                None
+        let redis_stale = match self.read_redis(&cache_key).await {
+            Cached::Revoked => {
+                self.stale.invalidate(hash).await;
+                self.unknown.insert(hash.to_owned(), ()).await;
+                return Ok(None);
+            }
+            Cached::Fresh(owner) => {
+                self.remember(hash, owner).await;
+                // A revocation may have laid its tombstone and broadcast since the read: look
+                // again now that the owner is cached, so a later broadcast finds it to evict.
+                if self.tombstoned(&cache_key).await {
+                    self.forget(hash).await;
+                    return Ok(None);
+                }
+                return Ok(Some(owner));
+            }
+            Cached::Stale(owner) => Some(owner),
+            Cached::Missing => None,
+        };
+
+        // A slot is waited for briefly (a cold cache under concurrent requests of one key is
+        // normal), never long: a flood of unknown keys gets 503s, not the pool.
+        let slot =
+            tokio::time::timeout(LOOKUP_SLOT_WAIT, self.lookups.clone().acquire_owned()).await;
+        let found = match slot {
+            Ok(Ok(_permit)) => store::find_live_key(&self.pool, hash)
+                .await
+                .map_err(ApiError::PostgresUnavailable),
+            Ok(Err(_)) | Err(_) => {
+                metrics::counter!("sluice_key_lookups_refused_total").increment(1);
+                Err(ApiError::KeyLookupsBusy)
             }
         };
-        let owner = match cached.as_deref() {
-            Some(ABSENT) => None,
-            Some(v) => parse_owner(v),
-            None => {
-                let owner = store::find_live_key(&self.pool, hash)
-                    .await
-                    .map_err(ApiError::Unavailable)?;
-                self.fill_redis(&cache_key, owner).await;
-                owner
-            }
+        let owner = match found {
+            Ok(owner) => owner,
+            Err(e) => return self.stale_if_error(hash, redis_stale, e).await,
         };
         match owner {
-            Some(o) => self.known.insert(hash.to_owned(), o).await,
-            None => self.unknown.insert(hash.to_owned(), ()).await,
+            Some(o) => {
+                self.remember(hash, o).await;
+                // The fill refuses to cover a tombstone: a revocation that committed after this
+                // read of PostgreSQL wins, and the owner just cached is forgotten again.
+                if !self.fill_redis(&cache_key, Some(o)).await {
+                    self.forget(hash).await;
+                    self.unknown.insert(hash.to_owned(), ()).await;
+                    return Ok(None);
+                }
+            }
+            None => {
+                self.stale.invalidate(hash).await;
+                self.fill_redis(&cache_key, None).await;
+                self.unknown.insert(hash.to_owned(), ()).await;
+            }
         }
         Ok(owner)
     }
 
-    /// `SET NX`, so a revocation's tombstone is never overwritten by a fill that read PostgreSQL
-    /// just before the revocation.
-    async fn fill_redis(&self, cache_key: &str, owner: Option<KeyOwner>) {
-        let (value, ttl) = match owner {
-            Some(o) => (cache_value(&o), REDIS_POSITIVE_TTL_SECS),
-            None => (ABSENT.to_owned(), REDIS_NEGATIVE_TTL_SECS),
+    async fn read_redis(&self, cache_key: &str) -> Cached {
+        match self.redis.get::<Option<String>, _>(cache_key).await {
+            Ok(None) => Cached::Missing,
+            Ok(Some(v)) if v == ABSENT => Cached::Revoked,
+            Ok(Some(v)) => match parse_cached(&v) {
+                Some((owner, Some(fresh_until))) if fresh_until <= now_unix() => {
+                    Cached::Stale(owner)
+                }
+                Some((owner, _)) => Cached::Fresh(owner),
+                None => Cached::Missing,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis key cache unreachable; asking PostgreSQL");
+                Cached::Missing
+            }
+        }
+    }
+
+    async fn tombstoned(&self, cache_key: &str) -> bool {
+        matches!(
+            self.redis.get::<Option<String>, _>(cache_key).await,
+            Ok(Some(v)) if v == ABSENT
+        )
+    }
+
+    /// PostgreSQL could not answer: a key confirmed recently enough is served, anything else
+    /// gets the error.
+    async fn stale_if_error(
+        &self,
+        hash: &str,
+        redis_stale: Option<KeyOwner>,
+        error: ApiError,
+    ) -> Result<Option<KeyOwner>, ApiError> {
+        if self.stale_secs == 0 {
+            return Err(error);
+        }
+        let owner = match self.stale.get(hash).await {
+            Some(o) => Some(o),
+            None => redis_stale,
         };
-        let r: Result<Value, _> = self
-            .redis
-            .set(
-                cache_key,
-                value,
-                Some(Expiration::EX(ttl)),
-                Some(SetOptions::NX),
-                false,
+        let Some(owner) = owner else {
+            return Err(error);
+        };
+        match &error {
+            ApiError::PostgresUnavailable(e) => {
+                tracing::warn!(error = ?e, key_id = %owner.key_id, "PostgreSQL unreachable; serving a known key stale");
+            }
+            _ => {
+                tracing::debug!(key_id = %owner.key_id, "key lookups busy; serving a known key stale")
+            }
+        }
+        metrics::counter!("sluice_keys_served_stale_total").increment(1);
+        // Cached as fresh for a moment so the outage is not asked about on every request; the
+        // stale entry keeps its age, so the window stays bounded.
+        self.known.insert(hash.to_owned(), owner).await;
+        Ok(Some(owner))
+    }
+
+    async fn remember(&self, hash: &str, owner: KeyOwner) {
+        self.known.insert(hash.to_owned(), owner).await;
+        if self.stale_secs > 0 {
+            self.stale.insert(hash.to_owned(), owner).await;
+        }
+    }
+
+    /// Writes the Redis entry (fresh for `redis_key_cache_ttl_secs`, kept for the stale window
+    /// after that) unless a tombstone holds it; `false` when one does.
+    async fn fill_redis(&self, cache_key: &str, owner: Option<KeyOwner>) -> bool {
+        let (value, ttl) = match owner {
+            Some(o) => (
+                format!(
+                    "{}@{}",
+                    cache_value(&o),
+                    now_unix() + self.redis_fresh_secs as i64
+                ),
+                self.redis_fresh_secs + self.stale_secs,
+            ),
+            None => (ABSENT.to_owned(), self.redis_negative_secs),
+        };
+        let r: Result<i64, _> = self
+            .fill
+            .evalsha_with_reload(
+                &self.redis,
+                vec![cache_key.to_owned()],
+                vec![value, ttl.to_string(), ABSENT.to_owned()],
             )
             .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not fill the Redis key cache");
+        match r {
+            Ok(written) => written == 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fill the Redis key cache");
+                true
+            }
         }
     }
 
     pub async fn forget(&self, hash: &str) {
         self.known.invalidate(hash).await;
+        self.stale.invalidate(hash).await;
+    }
+
+    fn forget_all(&self) {
+        self.known.invalidate_all();
+        self.stale.invalidate_all();
     }
 
     /// Keys used since the last call.
@@ -149,11 +299,23 @@ impl KeyAuth {
     }
 }
 
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 /// `keyId:accountId[:perSec:burst]`, the Redis cache's form of a key's owner.
 fn cache_value(o: &KeyOwner) -> String {
     match o.quota {
         Some((r, b)) => format!("{}:{}:{r}:{b}", o.key_id, o.account_id),
         None => format!("{}:{}", o.key_id, o.account_id),
+    }
+}
+
+/// A cached owner and, when written by this version, the time (unix seconds) it is fresh until.
+fn parse_cached(v: &str) -> Option<(KeyOwner, Option<i64>)> {
+    match v.split_once('@') {
+        Some((owner, until)) => Some((parse_owner(owner)?, Some(until.parse().ok()?))),
+        None => Some((parse_owner(v)?, None)),
     }
 }
 
@@ -173,28 +335,51 @@ fn parse_owner(v: &str) -> Option<KeyOwner> {
 }
 
 /// Revokes a key everywhere: PostgreSQL, a tombstone in the Redis cache, and a broadcast that
-/// evicts it from every api instance's in-process cache.
+/// evicts it from every api instance's in-process cache. `Ok(false)`: no such key.
 pub async fn revoke(
     pool: &PgPool,
     redis: &Client,
     key_id: Uuid,
     account_id: Option<Uuid>,
 ) -> anyhow::Result<bool> {
-    let Some(hash) = store::revoke_key(pool, key_id, account_id).await? else {
+    revoke_with_ttl(pool, redis, key_id, account_id, DEFAULT_TOMBSTONE_TTL_SECS)
+        .await
+        .map_err(anyhow::Error::from)
+}
+
+/// [`revoke`] with the tombstone's lifetime. An already revoked key is revoked again (tombstone
+/// and broadcast sent anew), so a revocation cut short by Redis completes when retried.
+pub async fn revoke_with_ttl(
+    pool: &PgPool,
+    redis: &Client,
+    key_id: Uuid,
+    account_id: Option<Uuid>,
+    tombstone_ttl_secs: u64,
+) -> Result<bool, ApiError> {
+    let Some(hash) = store::revoke_key(pool, key_id, account_id)
+        .await
+        .map_err(ApiError::PostgresUnavailable)?
+    else {
         return Ok(false);
     };
     redis
         .set::<Value, _, _>(
             api_key_cache_key(&hash),
             ABSENT,
-            Some(Expiration::EX(REDIS_TOMBSTONE_TTL_SECS)),
+            Some(Expiration::EX(tombstone_ttl_secs.max(1) as i64)),
             None,
             false,
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(anyhow::Error::new(e).context("writing a key's tombstone"))
+        })?;
     redis
         .publish::<Value, _, _>(KEY_REVOCATIONS_CHANNEL, hash)
-        .await?;
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(anyhow::Error::new(e).context("broadcasting a key's revocation"))
+        })?;
     Ok(true)
 }
 
@@ -219,7 +404,7 @@ pub async fn listen_for_revocations(
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     // Missed announcements: forget everything rather than keep a revoked key.
                     tracing::warn!(missed = n, "revocation messages lost; clearing key cache");
-                    auth.known.invalidate_all();
+                    auth.forget_all();
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }
@@ -263,5 +448,9 @@ mod tests {
         o.quota = Some((5, 10));
         assert_eq!(parse_owner(&cache_value(&o)), Some(o));
         assert_eq!(parse_owner("garbage"), None);
+        let until = format!("{}@1700000000", cache_value(&o));
+        assert_eq!(parse_cached(&until), Some((o, Some(1_700_000_000))));
+        assert_eq!(parse_cached(&cache_value(&o)), Some((o, None)));
+        assert_eq!(parse_cached("x@1"), None);
     }
 }

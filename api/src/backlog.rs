@@ -9,12 +9,23 @@ use fred::prelude::*;
 #[derive(Debug, Default)]
 pub struct Backlog {
     entries: AtomicU64,
+    bytes: AtomicU64,
     reachable: AtomicBool,
 }
 
 impl Backlog {
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
+    }
+
+    /// The stream's memory in Redis (its estimate), so a backlog of large events is bounded by
+    /// bytes, not only by entries.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn set_bytes(&self, bytes: u64) {
+        self.bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn redis_reachable(&self) -> bool {
@@ -39,6 +50,27 @@ pub async fn read(client: &Client, stream: &str, group: &str) -> anyhow::Result<
         .total())
 }
 
+/// The stream's memory as Redis estimates it (`MEMORY USAGE … SAMPLES 16`: a few nodes sampled,
+/// constant work however long the stream is); 0 when there is no stream.
+pub async fn read_bytes(client: &Client, stream: &str) -> anyhow::Result<u64> {
+    let reply: Value = client
+        .custom(
+            fred::types::CustomCommand::new_static(
+                "MEMORY",
+                fred::types::ClusterHash::Offset(1),
+                false,
+            ),
+            vec![
+                Value::from("USAGE"),
+                Value::from(stream),
+                Value::from("SAMPLES"),
+                Value::from(16),
+            ],
+        )
+        .await?;
+    Ok(reply.as_u64().unwrap_or(0))
+}
+
 pub fn spawn_monitor(
     client: Client,
     stream: String,
@@ -51,9 +83,17 @@ pub fn spawn_monitor(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match read(&client, &stream, &group).await {
-                Ok(n) => {
+            let read = async {
+                Ok::<_, anyhow::Error>((
+                    read(&client, &stream, &group).await?,
+                    read_bytes(&client, &stream).await?,
+                ))
+            };
+            match read.await {
+                Ok((n, bytes)) => {
                     metrics::gauge!("sluice_stream_backlog_entries").set(n as f64);
+                    metrics::gauge!("sluice_stream_memory_bytes").set(bytes as f64);
+                    backlog.set_bytes(bytes);
                     backlog.set(Some(n));
                 }
                 Err(e) => {

@@ -1,12 +1,85 @@
 //! Reading a request body under a byte limit that holds for the decompressed size too, so a gzip
-//! bomb costs at most `limit + 1` bytes before it is refused.
+//! bomb costs at most `limit + 1` bytes before it is refused; and under a time limit, so a client
+//! cannot hold a connection and a buffer by trickling its body (`api.body_read_timeout_secs`).
+use std::future::Future;
 use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use actix_web::http::header;
+use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::error::PayloadError;
+use actix_web::http::{header, Method};
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
 use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Gives every request body of `req` a deadline: once `api.body_read_timeout_secs` have passed
+/// since its headers, reading the body fails with a timeout that [`timeout_error`] recognises
+/// (ingest, JSON extractors, and any other reader alike). Bodiless requests are left alone.
+pub fn with_body_deadline(req: ServiceRequest) -> ServiceRequest {
+    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+    let timeout = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.settings.api.body_read_timeout());
+    let (Some(timeout), false) = (timeout, bodiless) else {
+        return req;
+    };
+    let (http, payload) = req.into_parts();
+    let timed = Deadline {
+        inner: payload,
+        sleep: Box::pin(tokio::time::sleep(timeout)),
+        done: false,
+    };
+    let boxed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(timed);
+    ServiceRequest::from_parts(http, Payload::from(boxed))
+}
+
+struct Deadline {
+    inner: Payload,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl Stream for Deadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request body did not arrive in time",
+            )))));
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// The 408 for a body read that ran out of time, if that is what `err` is.
+pub fn timeout_error(err: &PayloadError, req: &HttpRequest) -> Option<ApiError> {
+    match err {
+        PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            let secs = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.settings.api.body_read_timeout())
+                .unwrap_or(Duration::ZERO)
+                .as_secs();
+            Some(ApiError::RequestTimeout(secs))
+        }
+        _ => None,
+    }
+}
 
 /// Checks the content type, reads at most `limit` bytes, and inflates gzip under the same limit.
 pub async fn read_json_body(
@@ -31,8 +104,10 @@ pub async fn read_json_body(
     }
     let mut raw = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::MalformedJson(format!("cannot read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            timeout_error(&e, req)
+                .unwrap_or_else(|| ApiError::MalformedJson(format!("cannot read the body: {e}")))
+        })?;
         if raw.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -55,7 +130,17 @@ pub enum InflateError {
 
 /// Inflates a gzip body, refusing as soon as it would pass `limit` bytes.
 pub fn inflate(raw: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    // The gzip trailer states the inflated size (mod 2^32): sized from it, an honest body is
+    // inflated into one allocation instead of a chain of doublings and copies. A lying trailer
+    // costs at most `limit` bytes, as any body does.
+    let stated = raw
+        .len()
+        .checked_sub(4)
+        .and_then(|at| raw.get(at..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map(|t| u32::from_le_bytes(t) as usize)
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(stated.max(raw.len()).min(limit) + 1);
     flate2::read::MultiGzDecoder::new(raw)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)

@@ -18,6 +18,10 @@ pub enum ApiError {
     PayloadTooLarge { what: &'static str, limit: usize },
     #[error("too many events: the limit is {0} events per batch")]
     TooManyEvents(usize),
+    #[error(
+        "payload too large: the events of one request may hold at most {0} JSON values together"
+    )]
+    TooManyValues(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the ingest backlog is over its limit; retry later")]
@@ -35,8 +39,17 @@ pub enum ApiError {
     TooManyKeys(i64),
     #[error("not found")]
     NotFound,
-    #[error("the event queue is unreachable; retry later")]
+    #[error("Redis (the event queue) is unreachable; retry later")]
     Unavailable(#[source] anyhow::Error),
+    /// Accounts and API keys live in PostgreSQL; the chain goes to the log, not to the client.
+    #[error("PostgreSQL (accounts and API keys) is unreachable; retry later")]
+    PostgresUnavailable(#[source] anyhow::Error),
+    #[error("too many API-key lookups are waiting on PostgreSQL; retry later")]
+    KeyLookupsBusy,
+    #[error("too many password checks are in progress; retry later")]
+    PasswordHashingBusy,
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -67,7 +80,9 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::InvalidEvent { .. } => "invalid_event",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents(_) => "payload_too_large",
+            ApiError::PayloadTooLarge { .. }
+            | ApiError::TooManyEvents(_)
+            | ApiError::TooManyValues(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded => "overloaded",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -75,7 +90,11 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::TooManyKeys(_) => "too_many_keys",
             ApiError::NotFound => "not_found",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_)
+            | ApiError::PostgresUnavailable(_)
+            | ApiError::KeyLookupsBusy => "unavailable",
+            ApiError::PasswordHashingBusy => "overloaded",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Unexpected(_) => "internal",
         }
     }
@@ -101,25 +120,41 @@ impl ResponseError for ApiError {
             ApiError::EmailTaken | ApiError::TooManyKeys(_) => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::PayloadTooLarge { .. } | ApiError::TooManyEvents(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::PayloadTooLarge { .. }
+            | ApiError::TooManyEvents(_)
+            | ApiError::TooManyValues(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded
+            | ApiError::Unavailable(_)
+            | ApiError::PostgresUnavailable(_)
+            | ApiError::KeyLookupsBusy
+            | ApiError::PasswordHashingBusy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ApiError::Unavailable(e) => tracing::warn!(error = ?e, "queue unavailable"),
+            ApiError::Unavailable(e) => tracing::warn!(error = ?e, "Redis unavailable"),
+            ApiError::PostgresUnavailable(e) => {
+                tracing::warn!(error = ?e, "PostgreSQL unavailable")
+            }
             ApiError::Unexpected(e) => tracing::error!(error = ?e, "unexpected error"),
             _ => {}
         }
         let mut resp = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Overloaded | ApiError::Unavailable(_) => {
+            ApiError::Overloaded
+            | ApiError::Unavailable(_)
+            | ApiError::PostgresUnavailable(_)
+            | ApiError::KeyLookupsBusy
+            | ApiError::PasswordHashingBusy => {
                 resp.insert_header(("Retry-After", "1"));
+            }
+            // The rest of the body may still be on its way: do not read it, close.
+            ApiError::RequestTimeout(_) => {
+                resp.insert_header(("Connection", "close"));
             }
             ApiError::RateLimited { retry_after_secs } => {
                 resp.insert_header(("Retry-After", retry_after_secs.to_string()));
@@ -159,6 +194,7 @@ mod tests {
                 "payload_too_large",
             ),
             (ApiError::TooManyEvents(1000), 413, "payload_too_large"),
+            (ApiError::TooManyValues(200_000), 413, "payload_too_large"),
             (
                 ApiError::UnsupportedMediaType("Content-Type must be application/json".into()),
                 415,
@@ -180,6 +216,14 @@ mod tests {
                 503,
                 "unavailable",
             ),
+            (
+                ApiError::PostgresUnavailable(anyhow::anyhow!("down")),
+                503,
+                "unavailable",
+            ),
+            (ApiError::KeyLookupsBusy, 503, "unavailable"),
+            (ApiError::PasswordHashingBusy, 503, "overloaded"),
+            (ApiError::RequestTimeout(30), 408, "request_timeout"),
         ];
         for (err, status, code) in cases {
             let (s, body) = render(err);
@@ -199,6 +243,16 @@ mod tests {
         assert_eq!(s, 400);
         assert_eq!(body["error"]["code"], "invalid_event");
         assert_eq!(body["error"]["details"][0]["path"], "/userId");
+    }
+
+    #[test]
+    fn each_dependency_is_named_in_its_outage_message() {
+        let (_, body) = render(ApiError::PostgresUnavailable(anyhow::anyhow!("refused")));
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("PostgreSQL"), "{message}");
+        assert!(!message.contains("refused"), "the cause stays in the log");
+        let (_, body) = render(ApiError::Unavailable(anyhow::anyhow!("refused")));
+        assert!(body["error"]["message"].as_str().unwrap().contains("Redis"));
     }
 
     #[test]

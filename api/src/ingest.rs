@@ -3,7 +3,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::Value;
 use sluice_shared::error::{ErrorDetail, Violation};
 use sluice_shared::event::{self, QueuedEvent};
 use tracing_actix_web::RequestId;
@@ -33,14 +32,11 @@ fn check_queue(state: &AppState) -> Result<(), ApiError> {
             "Redis did not answer the last backlog poll"
         )));
     }
-    if state.backlog.entries() > state.settings.api.max_backlog {
+    let api = &state.settings.api;
+    if state.backlog.entries() > api.max_backlog || state.backlog.bytes() > api.max_backlog_bytes {
         return Err(ApiError::Overloaded);
     }
     Ok(())
-}
-
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
 fn rejection_reason(details: &[Violation]) -> &'static str {
@@ -72,18 +68,14 @@ pub async fn ingest_one(
     let owner = state.auth.authenticate(&req).await?;
     state.quotas.check(&owner, 1)?;
     check_queue(&state)?;
-    let limit = state.settings.api.max_event_bytes;
-    let body = crate::body::read_json_body(&req, payload, limit, "event").await?;
-    let value: Value = parse_json(&body).inspect_err(|_| count("rejected", "malformed_json", 1))?;
-    let queued = event::validate(&value)
-        .and_then(|incoming| {
-            QueuedEvent::stamp(incoming, &owner.account_id.to_string(), Utc::now())
-                .map_err(|v| vec![v])
-        })
-        .map_err(|details| {
-            count("rejected", rejection_reason(&details), 1);
-            ApiError::invalid(details)
-        })?;
+    let api = &state.settings.api;
+    let body = crate::body::read_json_body(&req, payload, api.max_event_bytes, "event").await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::MalformedJson(format!("the body is not UTF-8: {e}")))
+        .inspect_err(|_| count("rejected", "malformed_json", 1))?;
+    let queued = judge_text(text, limits(api), &owner.account_id.to_string())
+        .map(|(event, _)| event)
+        .inspect_err(|err| count("rejected", reason_of(err), 1))?;
     let outcomes = state
         .enqueuer
         .enqueue(std::slice::from_ref(&queued), &request_id.to_string())
@@ -136,21 +128,49 @@ struct BatchReply {
     error: Option<ErrorDetail>,
 }
 
+fn limits(api: &sluice_shared::config::ApiSettings) -> event::EventLimits {
+    event::EventLimits {
+        max_values: api.max_event_values,
+    }
+}
+
+/// The metrics reason of a refused event.
+fn reason_of(err: &ApiError) -> &'static str {
+    match err {
+        ApiError::InvalidEvent { details, .. } => rejection_reason(details),
+        other => other.code(),
+    }
+}
+
+/// Parses, checks and stamps one event; also says how many JSON values its properties hold.
+fn judge_text(
+    text: &str,
+    limits: event::EventLimits,
+    account_id: &str,
+) -> Result<(QueuedEvent, usize), ApiError> {
+    let parsed = event::parse_event(text, limits).map_err(|r| match r {
+        event::Rejection::Malformed(m) => ApiError::MalformedJson(m),
+        event::Rejection::Invalid(details) => ApiError::invalid(details),
+    })?;
+    let queued = QueuedEvent::stamp(parsed.event, account_id, Utc::now())
+        .map_err(|v| ApiError::invalid(vec![v]))?;
+    Ok((queued, parsed.values))
+}
+
 /// Judges one item of a batch on its own.
 fn judge(
     raw: &RawValue,
     max_event_bytes: usize,
+    limits: event::EventLimits,
     account_id: &str,
-) -> Result<QueuedEvent, ApiError> {
+) -> Result<(QueuedEvent, usize), ApiError> {
     if raw.get().len() > max_event_bytes {
         return Err(ApiError::PayloadTooLarge {
             what: "event",
             limit: max_event_bytes,
         });
     }
-    let value: Value = parse_json(raw.get().as_bytes())?;
-    let incoming = event::validate(&value).map_err(ApiError::invalid)?;
-    QueuedEvent::stamp(incoming, account_id, Utc::now()).map_err(|v| ApiError::invalid(vec![v]))
+    judge_text(raw.get(), limits, account_id)
 }
 
 #[utoipa::path(post, path = "/api/v1/events/batch", tag = "ingest", security(("apiKey" = [])),
@@ -197,20 +217,25 @@ pub async fn ingest_batch(
     }
 
     let account_id = owner.account_id.to_string();
+    let limits = limits(api);
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(batch.events.len());
-    let mut valid: Vec<(usize, QueuedEvent)> = Vec::with_capacity(batch.events.len());
+    // Valid events and, beside them, their index in the batch: nothing is copied to queue them.
+    let mut events: Vec<QueuedEvent> = Vec::with_capacity(batch.events.len());
+    let mut positions: Vec<usize> = Vec::with_capacity(batch.events.len());
+    let mut values = 0usize;
     for (index, raw) in batch.events.iter().enumerate() {
-        match judge(raw, api.max_event_bytes, &account_id) {
-            Ok(e) => {
-                valid.push((index, e));
+        match judge(raw, api.max_event_bytes, limits, &account_id) {
+            Ok((e, n)) => {
+                values += n;
+                if values > api.max_request_values {
+                    return Err(ApiError::TooManyValues(api.max_request_values));
+                }
+                events.push(e);
+                positions.push(index);
                 results.push(None);
             }
             Err(err) => {
-                let reason = match &err {
-                    ApiError::InvalidEvent { details, .. } => rejection_reason(details),
-                    other => other.code(),
-                };
-                count("rejected", reason, 1);
+                count("rejected", reason_of(&err), 1);
                 results.push(Some(ItemResult {
                     index,
                     event_id: None,
@@ -220,8 +245,9 @@ pub async fn ingest_batch(
             }
         }
     }
+    drop(batch);
+    drop(body);
 
-    let events: Vec<QueuedEvent> = valid.iter().map(|(_, e)| e.clone()).collect();
     let outcomes = if events.is_empty() {
         Vec::new()
     } else {
@@ -232,7 +258,7 @@ pub async fn ingest_batch(
             .map_err(ApiError::Unavailable)?
     };
     let (mut accepted, mut duplicates) = (0, 0);
-    for ((index, e), outcome) in valid.into_iter().zip(outcomes) {
+    for ((index, e), outcome) in positions.into_iter().zip(events).zip(outcomes) {
         let status = match outcome {
             Outcome::Accepted(_) => {
                 accepted += 1;
@@ -311,8 +337,9 @@ mod tests {
             "x".repeat(100)
         );
         let raw = RawValue::from_string(big).unwrap();
-        let err = judge(&raw, 64, "acc").unwrap_err();
+        let limits = event::EventLimits::default();
+        let err = judge(&raw, 64, limits, "acc").unwrap_err();
         assert_eq!(err.code(), "payload_too_large");
-        assert!(judge(&raw, 1024, "acc").is_ok());
+        assert!(judge(&raw, 1024, limits, "acc").is_ok());
     }
 }

@@ -46,7 +46,9 @@ pub struct KeyView {
         (status = 201, description = "The new key, shown once", body = NewKeyView),
         (status = 400, body = crate::openapi::ErrorBodyDoc),
         (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
         (status = 409, description = "Too many active keys", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc),
     ))]
 pub async fn create(
     account: AuthedAccount,
@@ -61,15 +63,14 @@ pub async fn create(
         ));
     }
     let limit = state.settings.auth.max_active_keys;
-    let active = store::count_active_keys(&state.pool, account.id)
+    let (record, key) = match store::create_key_within_limit(&state.pool, account.id, name, limit)
         .await
-        .map_err(ApiError::Unavailable)?;
-    if active >= limit {
-        return Err(ApiError::TooManyKeys(limit));
-    }
-    let (record, key) = store::create_key(&state.pool, account.id, name)
-        .await
-        .map_err(ApiError::Unavailable)?;
+        .map_err(ApiError::PostgresUnavailable)?
+    {
+        store::KeyCreation::Created(record, key) => (record, key),
+        store::KeyCreation::LimitReached => return Err(ApiError::TooManyKeys(limit)),
+        store::KeyCreation::NoAccount => return Err(ApiError::Unauthorized),
+    };
     Ok(HttpResponse::Created().json(NewKeyView {
         id: record.id,
         name: record.name,
@@ -83,6 +84,7 @@ pub async fn create(
     responses(
         (status = 200, description = "The account's keys, without their secrets", body = [KeyView]),
         (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc),
     ))]
 pub async fn list(
     account: AuthedAccount,
@@ -90,7 +92,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let keys = store::list_keys(&state.pool, account.id)
         .await
-        .map_err(ApiError::Unavailable)?;
+        .map_err(ApiError::PostgresUnavailable)?;
     let view: Vec<KeyView> = keys
         .into_iter()
         .map(|k| KeyView {
@@ -108,9 +110,10 @@ pub async fn list(
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", security(("jwt" = [])),
     params(("id" = Uuid, Path, description = "The key's id")),
     responses(
-        (status = 204, description = "Revoked; every api instance refuses it within a second"),
+        (status = 204, description = "Revoked (or already revoked: the revocation is sent again); every api instance refuses it within a second"),
         (status = 401, body = crate::openapi::ErrorBodyDoc),
-        (status = 404, description = "No such live key in this account", body = crate::openapi::ErrorBodyDoc),
+        (status = 404, description = "No such key in this account", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL or Redis unreachable; the DELETE may be retried until 204", body = crate::openapi::ErrorBodyDoc),
     ))]
 pub async fn revoke(
     account: AuthedAccount,
@@ -118,9 +121,14 @@ pub async fn revoke(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id: Uuid = path.parse().map_err(|_| ApiError::NotFound)?;
-    let revoked = crate::auth::revoke(&state.pool, &state.redis, id, Some(account.id))
-        .await
-        .map_err(ApiError::Unavailable)?;
+    let revoked = crate::auth::revoke_with_ttl(
+        &state.pool,
+        &state.redis,
+        id,
+        Some(account.id),
+        state.settings.api.key_tombstone_ttl_secs,
+    )
+    .await?;
     if !revoked {
         return Err(ApiError::NotFound);
     }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub auth: KeyAuth,
     pub jwt: sluice_shared::jwt::Jwt,
     pub login_limiter: crate::limits::LoginLimiter,
+    pub trusted_proxies: crate::limits::TrustedProxies,
+    pub password_slots: crate::limits::PasswordSlots,
     pub quotas: crate::limits::KeyQuotas,
     pub enqueuer: Enqueuer,
     pub backlog: Arc<Backlog>,
@@ -57,9 +59,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(16 * 1024)
-        .error_handler(|err, _| {
+        .error_handler(|err, req| {
             use actix_web::error::JsonPayloadError as E;
             match err {
+                E::Payload(ref e) if crate::body::timeout_error(e, req).is_some() => {
+                    crate::body::timeout_error(e, req).unwrap_or(ApiError::RequestTimeout(0))
+                }
                 E::ContentType => {
                     ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
                 }
@@ -123,7 +128,13 @@ impl Application {
                 )
             })?;
         let port = listener.local_addr()?.port();
-        let redis = sluice_shared::redis::connect(&settings.redis).await?;
+        // Redis may not be up yet, or still loading its AOF: wait for it (and answer /api/ready
+        // 503 meanwhile) rather than exit.
+        let redis = sluice_shared::health::while_starting(
+            &listener,
+            sluice_shared::redis::connect_when_ready(&settings.redis),
+        )
+        .await?;
         let pool = store::pool(&settings.postgres)?;
         sluice_shared::redis::ensure_group(
             &redis,
@@ -137,11 +148,11 @@ impl Application {
             settings.api.dedup_window_secs,
         );
         enqueuer.load().await?;
-        let auth = KeyAuth::new(
-            redis.clone(),
-            pool.clone(),
-            Duration::from_secs(settings.api.key_cache_ttl_secs),
-            Duration::from_secs(settings.api.negative_key_cache_ttl_secs),
+        let auth = KeyAuth::new(redis.clone(), pool.clone(), &settings.api);
+        let trusted_proxies = crate::limits::TrustedProxies::parse(&settings.api.trusted_proxies)?;
+        let password_slots = crate::limits::PasswordSlots::new(
+            settings.auth.max_concurrent_password_hashes,
+            Duration::from_millis(settings.auth.password_hash_wait_ms),
         );
 
         let backlog = Arc::new(Backlog::default());
@@ -178,6 +189,8 @@ impl Application {
             auth,
             jwt,
             login_limiter,
+            trusted_proxies,
+            password_slots,
             quotas,
             enqueuer,
             backlog,
@@ -185,6 +198,10 @@ impl Application {
             pool,
             lifecycle: lifecycle.clone(),
         });
+        tasks.push(crate::limits::spawn_login_limiter_pruner(
+            state.clone(),
+            Duration::from_secs(state.settings.auth.login_limiter_prune_secs),
+        ));
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -201,6 +218,7 @@ impl Application {
                         Ok(res)
                     }
                 })
+                .wrap_fn(|req, srv| srv.call(crate::body::with_body_deadline(req)))
                 .wrap(cors(&cors_origin))
                 .wrap(security_headers())
                 .wrap(TracingLogger::default())

@@ -116,8 +116,64 @@ pub async fn create_key(
     Ok((record, new.key))
 }
 
-/// Marks a key revoked and returns its hash (for cache eviction), or `None` if there is no such
-/// live key (of that account, when one is given).
+/// What [`create_key_within_limit`] did.
+#[derive(Debug)]
+pub enum KeyCreation {
+    Created(KeyRecord, String),
+    LimitReached,
+    NoAccount,
+}
+
+/// Creates a key unless the account already holds `limit` active ones. The account's row is
+/// locked for the count and the insert, so concurrent creates queue and cannot pass the limit.
+#[tracing::instrument(name = "Creating an API key within the limit", skip_all, fields(account_id = %account_id))]
+pub async fn create_key_within_limit(
+    pool: &PgPool,
+    account_id: Uuid,
+    name: &str,
+    limit: i64,
+) -> anyhow::Result<KeyCreation> {
+    let mut tx = pool.begin().await.context("starting a key creation")?;
+    let locked: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("locking the account for a key creation")?;
+    if locked.is_none() {
+        return Ok(KeyCreation::NoAccount);
+    }
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(account_id)
+    .fetch_one(&mut *tx)
+    .await
+    .context("counting active keys")?;
+    if active >= limit {
+        return Ok(KeyCreation::LimitReached);
+    }
+    let new = apikey::generate();
+    let record: KeyRecord = sqlx::query_as(
+        "INSERT INTO api_keys (id, account_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, account_id, name, prefix, created_at, last_used_at, revoked_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(account_id)
+    .bind(name)
+    .bind(&new.prefix)
+    .bind(&new.hash)
+    .fetch_one(&mut *tx)
+    .await
+    .context("inserting an API key")?;
+    tx.commit().await.context("committing a key creation")?;
+    Ok(KeyCreation::Created(record, new.key))
+}
+
+/// Marks a key revoked (keeping the first `revoked_at` when it already is) and returns its hash
+/// for cache eviction, or `None` if there is no such key (of that account, when one is given).
+/// An already revoked key answers too, so a revocation cut short after this step can be retried
+/// to completion.
 #[tracing::instrument(name = "Revoking an API key", skip_all, fields(key_id = %key_id))]
 pub async fn revoke_key(
     pool: &PgPool,
@@ -125,8 +181,8 @@ pub async fn revoke_key(
     account_id: Option<Uuid>,
 ) -> anyhow::Result<Option<String>> {
     sqlx::query_scalar(
-        "UPDATE api_keys SET revoked_at = now()
-         WHERE id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR account_id = $2)
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+         WHERE id = $1 AND ($2::uuid IS NULL OR account_id = $2)
          RETURNING key_hash",
     )
     .bind(key_id)

@@ -31,7 +31,9 @@
     document.title = title + " · Sluice";
   }
 
-  class ApiError extends Error {}
+  class ApiError extends Error {
+    constructor(message, code) { super(message); this.code = code; }
+  }
   async function api(method, path, body) {
     const headers = { accept: "application/json" };
     const token = sessionStorage.getItem(TOKEN);
@@ -54,7 +56,7 @@
       let msg = err ? err.message : "Request failed (" + resp.status + ")";
       if (err && err.details && err.details.length) msg += ": " + err.details.map((d) => (d.path || "") + " " + d.message).join("; ");
       if (resp.status === 429) msg = "Too many attempts; wait a moment and try again.";
-      throw new ApiError(msg);
+      throw new ApiError(msg, err && err.code);
     }
     return data;
   }
@@ -214,26 +216,31 @@
     timers.push(setInterval(refresh, 2000));
   }
 
+  // What a tenant may see of the pipeline: their own figures and a coarse state of the shared
+  // stream. Stream length, lag and consumer names are for operators (the services' /metrics).
   async function pipelinePage() {
     const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
-    let lastBacklog = null;
+    const states = {
+      ok: "Events are being stored as they arrive.",
+      degraded: "The pipeline is degraded: events are accepted but may be stored late. The operators are told by their monitoring.",
+      backlogged: "The pipeline is backlogged: events are stored late, and new ones may be refused with 503 (clients retry).",
+    };
     const refresh = guard(async () => {
       const p = await api("GET", "/api/v1/analytics/pipeline");
-      const warnings = [];
-      const backlog = p.backlog == null ? p.streamLength : p.backlog;
-      if (lastBacklog != null && backlog > lastBacklog && backlog > 1000) warnings.push(`The backlog is growing (${fmt(backlog)} entries): workers are not keeping up. Add workers or check MongoDB.`);
-      lastBacklog = backlog;
-      for (const c of p.consumers) if (c.pending > 0 && c.idleMs > 60000) warnings.push(`Consumer ${c.name} holds ${fmt(c.pending)} entries and has been idle ${Math.round(c.idleMs / 1000)} s: it may have died; another worker will claim its entries.`);
-      if (!p.consumers.length) warnings.push("No worker has joined the consumer group: nothing is being stored.");
-      const stat = (label, value) => h("div", { class: "card stat" }, h("div", { class: "value" }, value), h("div", { class: "label" }, label));
+      const stat = (label, value, id) => h("div", { class: "card stat", id }, h("div", { class: "value" }, value), h("div", { class: "label" }, label));
+      const reasons = Object.entries(p.deadLetters.byReason);
       body.replaceChildren(
-        ...warnings.map((w) => h("div", { class: "warning", role: "status" }, w)),
+        h("div", { class: p.state === "ok" ? "card" : "warning", role: "status", id: "pipeline-state", "data-state": p.state },
+          h("strong", {}, p.state), " — ", states[p.state] || ""),
         h("div", { class: "grid", id: "pipeline-stats" },
-          stat("backlog (lag + pending)", fmt(backlog)), stat("pending", fmt(p.pending)), stat("lag", fmt(p.lag)),
-          stat("stream length", fmt(p.streamLength)), stat("your dead letters", fmt(p.dlqSize))),
-        h("h2", {}, "Consumers"),
-        h("div", { class: "table-wrap" }, h("table", { id: "consumers" }, h("tr", {}, h("th", {}, "name"), h("th", {}, "pending"), h("th", {}, "idle")),
-          p.consumers.map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, fmt(c.pending)), h("td", {}, Math.round(c.idleMs / 1000) + " s"))))));
+          stat("your events, last 5 minutes", fmt(p.ingest.last5m), "ingest-5m"),
+          stat("your events, last hour", fmt(p.ingest.last1h), "ingest-1h"),
+          stat("your events per second (5 min)", fmt(p.ingest.eventsPerSecond), "ingest-eps"),
+          stat("your dead letters", fmt(p.deadLetters.total), "dead-letters-total"),
+          stat("of them replayed", fmt(p.deadLetters.replayed), "dead-letters-replayed")),
+        h("h2", {}, "Your dead letters by reason"),
+        h("div", { class: "table-wrap" }, h("table", { id: "dead-letters-by-reason" }, h("tr", {}, h("th", {}, "reason"), h("th", {}, "dead letters")),
+          reasons.map(([r, n]) => h("tr", {}, h("td", {}, h("a", { href: "#/dlq" }, r)), h("td", {}, fmt(n)))))));
     });
     render("Pipeline", body);
     await refresh();
@@ -251,10 +258,13 @@
       if (!r.deadLetters.length) { list.replaceChildren(h("p", { class: "muted", id: "dlq-empty" }, "No dead letters. Events that cannot be stored land here, with the reason.")); return; }
       list.replaceChildren(
         h("button", { type: "button", id: "replay-selected", onclick: guard(async () => {
-          const n = selected.size;
-          for (const id of selected) await replay(id);
+          let n = 0, before = 0;
+          for (const id of selected) {
+            // A letter is replayed once: one replayed before is skipped, not an error.
+            try { await replay(id); n++; } catch (e) { if (e.code === "already_replayed") before++; else throw e; }
+          }
           await load();
-          say(`Replayed ${n} dead letter(s).`, true);
+          say(`Replayed ${n} dead letter(s)` + (before ? `; ${before} had been replayed before.` : "."), true);
         }) }, "Replay selected"),
         h("div", { class: "table-wrap" }, h("table", { id: "dead-letters" },
           h("tr", {}, ["", "event", "reason", "error", "attempts", "failed", "replayed", ""].map((t) => h("th", {}, t))),
@@ -262,11 +272,11 @@
             h("td", {}, h("input", { type: "checkbox", "aria-label": "select " + (d.eventId || d.id), onchange: (e) => (e.target.checked ? selected.add(d.id) : selected.delete(d.id)) })),
             h("td", {}, h("code", {}, d.eventId || "—")), h("td", {}, d.reason), h("td", {}, d.error),
             h("td", {}, d.attempts), h("td", {}, when(d.failedAt)), h("td", { class: "replayed" }, d.replayedAt ? when(d.replayedAt) : "—"),
-            h("td", {}, h("button", { type: "button", class: "secondary", onclick: guard(async () => {
-              const res = await replay(d.id);
+            h("td", {}, h("button", { type: "button", class: "secondary", disabled: !!d.replayedAt, title: d.replayedAt ? "A dead letter is replayed once" : undefined, onclick: guard(async () => {
+              await replay(d.id);
               await load();
-              say(res.status === "queued" ? "Replayed: the event is back on the stream." : "Already replayed.", true);
-            }) }, "Replay")))))));
+              say("Replayed: the event is back on the stream.", true);
+            }) }, d.replayedAt ? "Replayed" : "Replay")))))));
     });
     reason.addEventListener("change", load);
     render("Dead letters", h("div", { class: "card" }, h("label", { for: "reason" }, "Reason"), reason), list);

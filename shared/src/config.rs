@@ -64,6 +64,13 @@ pub struct AuthSettings {
     pub max_active_keys: i64,
     /// The dashboard's origin, the only one CORS lets call the api from a browser.
     pub cors_origin: String,
+    /// Password hashes (argon2id, about 19 MiB each) computed at once; more wait, then get 503.
+    pub max_concurrent_password_hashes: usize,
+    /// How long a register or login waits for a hashing slot before it is refused (503).
+    pub password_hash_wait_ms: u64,
+    /// How often addresses idle long enough to have a full login allowance again are dropped
+    /// from the per-IP limiter, so rotating addresses cannot grow it without bound.
+    pub login_limiter_prune_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -77,6 +84,9 @@ impl Default for AuthSettings {
             key_quota_burst: 100_000,
             max_active_keys: 20,
             cors_origin: "http://127.0.0.1:8080".into(),
+            max_concurrent_password_hashes: 4,
+            password_hash_wait_ms: 1_000,
+            login_limiter_prune_secs: 60,
         }
     }
 }
@@ -178,6 +188,13 @@ pub struct ApiSettings {
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
+    /// JSON values (containers and scalars) one event's `properties` may hold (400 above it).
+    pub max_event_values: usize,
+    /// JSON values all the events of one request may hold together (413 above it).
+    pub max_request_values: usize,
+    /// Bytes the stream may hold (Redis's own estimate, `MEMORY USAGE`) above which ingest
+    /// answers 503 `overloaded`, whatever the number of entries.
+    pub max_backlog_bytes: u64,
     /// How long a valid key stays in the in-process cache (revocation evicts it at once).
     pub key_cache_ttl_secs: u64,
     /// How long an unknown key stays cached as unknown, so a flood of bad keys never reaches PostgreSQL.
@@ -185,6 +202,43 @@ pub struct ApiSettings {
     /// How often `lastUsedAt` is written for the keys used since the last write.
     pub last_used_flush_secs: u64,
     pub workers: usize,
+    /// Proxies (CIDRs, a list or a comma-separated string) whose `X-Forwarded-For` is believed:
+    /// the client is the right-most hop that is not one of them. Empty: trust no header.
+    #[serde(deserialize_with = "comma_list")]
+    pub trusted_proxies: Vec<String>,
+    /// API-key lookups in PostgreSQL at once (cache misses); more are answered 503 at once, so a
+    /// flood of unknown keys cannot take the whole pool.
+    pub key_lookup_concurrency: usize,
+    /// How long a client may take to send a request body, from the end of its headers (408 after).
+    pub body_read_timeout_secs: u64,
+    /// How long Redis holds a key's owner as fresh (every api instance shares it).
+    pub redis_key_cache_ttl_secs: u64,
+    /// How long Redis remembers that a key is unknown.
+    pub redis_negative_key_cache_ttl_secs: u64,
+    /// How long a revoked key's tombstone stays in Redis; at least `key_stale_if_error_secs`.
+    pub key_tombstone_ttl_secs: u64,
+    /// While PostgreSQL is unreachable, a key confirmed within this many seconds keeps working
+    /// (stale-if-error); 0 turns that off.
+    pub key_stale_if_error_secs: u64,
+}
+
+/// A list given either as a list (TOML) or as one comma-separated string (an env variable).
+fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for ApiSettings {
@@ -198,10 +252,20 @@ impl Default for ApiSettings {
             max_event_bytes: 64 * 1024,
             max_batch_bytes: 5 * 1024 * 1024,
             max_batch_events: 1000,
+            max_event_values: crate::event::MAX_EVENT_VALUES,
+            max_request_values: 200_000,
+            max_backlog_bytes: 1024 * 1024 * 1024,
             key_cache_ttl_secs: 60,
             negative_key_cache_ttl_secs: 5,
             last_used_flush_secs: 10,
             workers: 0,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            key_lookup_concurrency: 4,
+            body_read_timeout_secs: 30,
+            redis_key_cache_ttl_secs: 300,
+            redis_negative_key_cache_ttl_secs: 30,
+            key_tombstone_ttl_secs: 3_600,
+            key_stale_if_error_secs: 3_600,
         }
     }
 }
@@ -212,6 +276,9 @@ impl ApiSettings {
     }
     pub fn backlog_poll(&self) -> Duration {
         Duration::from_millis(self.backlog_poll_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
     }
 }
 
@@ -243,6 +310,19 @@ pub struct WorkerSettings {
     pub top_cap: usize,
     /// How often the rollups of the batches flushed meanwhile are written, as one bulk write.
     pub rollup_interval_ms: u64,
+    /// Events whose `timestamp` is more than this many days before their receipt are stored but
+    /// counted in no aggregate (analytics' longest range is 7 days; this bounds the rollup keys
+    /// one tenant can create).
+    pub rollup_max_age_days: u64,
+    /// Events stamped more than this far after their receipt are stored but not counted.
+    pub rollup_max_future_secs: u64,
+    /// How often suspect rollup buckets are recomputed from the stored events.
+    pub reconcile_interval_ms: u64,
+    /// How long the reconciler waits for increments in flight before replacing counts.
+    pub reconcile_settle_ms: u64,
+    /// `/api/health` reports the worker unhealthy when its read loop has not heard from Redis
+    /// for this long.
+    pub read_stale_after_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -263,6 +343,11 @@ impl Default for WorkerSettings {
             shutdown_deadline_ms: 10_000,
             top_cap: 1_000,
             rollup_interval_ms: 1_000,
+            rollup_max_age_days: 8,
+            rollup_max_future_secs: 3_600,
+            reconcile_interval_ms: 60_000,
+            reconcile_settle_ms: 5_000,
+            read_stale_after_ms: 30_000,
         }
     }
 }
@@ -333,6 +418,12 @@ impl Settings {
                 "claim and maintenance intervals must be above 0",
             );
         }
+        if self.worker.reconcile_settle_ms <= self.worker.rollup_interval_ms {
+            return invalid(
+                "worker.reconcile_settle_ms",
+                "must exceed worker.rollup_interval_ms (increments in flight must land first)",
+            );
+        }
         if self.worker.flush_interval_ms == 0 {
             return invalid("worker.flush_interval_ms", "must be above 0");
         }
@@ -342,11 +433,33 @@ impl Settings {
         if self.api.max_event_bytes > self.api.max_batch_bytes {
             return invalid("api.max_event_bytes", "must not exceed api.max_batch_bytes");
         }
+        if self.api.max_event_values == 0 || self.api.max_request_values < self.api.max_event_values
+        {
+            return invalid(
+                "api.max_request_values",
+                "must be at least api.max_event_values, which must be above 0",
+            );
+        }
         if self.api.dedup_window_secs == 0 {
             return invalid("api.dedup_window_secs", "must be above 0");
         }
         if self.redis.stream_key.is_empty() {
             return invalid("redis.stream_key", "must not be empty");
+        }
+        if self.api.key_tombstone_ttl_secs < self.api.key_stale_if_error_secs {
+            return invalid(
+                "api.key_tombstone_ttl_secs",
+                "must be at least api.key_stale_if_error_secs, or a revoked key could be served stale",
+            );
+        }
+        if self.api.key_lookup_concurrency == 0 {
+            return invalid("api.key_lookup_concurrency", "must be above 0");
+        }
+        if self.auth.max_concurrent_password_hashes == 0 {
+            return invalid("auth.max_concurrent_password_hashes", "must be above 0");
+        }
+        if self.api.body_read_timeout_secs == 0 {
+            return invalid("api.body_read_timeout_secs", "must be above 0");
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use chrono::{DateTime, SecondsFormat, Utc};
 use jsonschema::error::ValidationErrorKind;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::Violation;
@@ -44,8 +45,29 @@ fn validator() -> &'static jsonschema::Validator {
     })
 }
 
-/// An event as the client sent it, once it satisfied the schema.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Values (containers and scalars) one event's `properties` may hold: the work and memory an
+/// event costs downstream grow with them, not only with its bytes.
+pub const MAX_EVENT_VALUES: usize = 10_000;
+
+/// What one event may cost to take in.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    /// Values `properties` may hold (see [`MAX_EVENT_VALUES`]).
+    pub max_values: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self {
+            max_values: MAX_EVENT_VALUES,
+        }
+    }
+}
+
+/// An event as the client sent it, once it satisfied the schema. `properties` stays the raw JSON
+/// the client sent (checked, never turned into a tree here): the api's memory per event is its
+/// bytes, whatever shape they have.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncomingEvent {
     pub event_id: Option<String>,
@@ -54,11 +76,12 @@ pub struct IncomingEvent {
     pub session_id: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
     pub sent_at: Option<DateTime<Utc>>,
-    pub properties: Option<Map<String, Value>>,
+    #[serde(skip)]
+    pub properties: Option<Box<RawValue>>,
 }
 
 /// An event as it is queued on the stream and stored: stamped by the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueuedEvent {
     pub event_id: String,
@@ -71,14 +94,126 @@ pub struct QueuedEvent {
     pub timestamp: DateTime<Utc>,
     #[serde(with = "millis_rfc3339")]
     pub received_at: DateTime<Utc>,
+    /// The client's JSON object, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub properties: Option<Map<String, Value>>,
+    pub properties: Option<Box<RawValue>>,
+}
+
+/// Why a client's document is not an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not JSON.
+    Malformed(String),
+    /// JSON, but not an event: every violation with its pointer.
+    Invalid(Vec<Violation>),
+}
+
+/// An accepted event and how many values its `properties` hold (for per-request budgets).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub event: IncomingEvent,
+    pub values: usize,
+}
+
+/// Envelope fields a client may leave out; sent as `null` they are absent (SDKs send `null` for
+/// unset fields).
+const OPTIONAL_FIELDS: &[&str] = &["eventId", "sessionId", "timestamp", "sentAt", "properties"];
+
+/// Parses and checks one event from its JSON text. Only the envelope's scalars are ever parsed
+/// into values: a container where the schema wants a scalar is checked as an empty one of its
+/// kind, and `properties` is scanned in place (see [`crate::scan`]), so no document a client
+/// sends costs more memory than its size.
+pub fn parse_event(raw: &str, limits: EventLimits) -> Result<Parsed, Rejection> {
+    let fields: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_str(raw).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Rejection::Invalid(vec![Violation {
+                path: String::new(),
+                message: "an event is a JSON object".into(),
+            }]),
+            _ => Rejection::Malformed(e.to_string()),
+        })?;
+    let mut envelope = Map::new();
+    let mut properties = None;
+    for (name, value) in fields {
+        let text = value.get();
+        if text == "null" && OPTIONAL_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        let checked = match text.as_bytes().first() {
+            Some(b'{') => Value::Object(Map::new()),
+            Some(b'[') => Value::Array(Vec::new()),
+            _ => serde_json::from_str(text).map_err(|e| Rejection::Malformed(e.to_string()))?,
+        };
+        if name == "properties" && checked.is_object() {
+            properties = Some(value);
+        }
+        envelope.insert(name, checked);
+    }
+    let envelope = Value::Object(envelope);
+    let mut violations = schema_violations(&envelope);
+    let mut values = 0;
+    if let Some(props) = properties {
+        match crate::scan::scan(props, limits.max_values, MAX_PROPERTIES_DEPTH) {
+            Ok(n) => values = n,
+            Err(crate::scan::Found {
+                problem: crate::scan::Problem::Unreadable(e),
+                ..
+            }) => return Err(Rejection::Malformed(e)),
+            Err(found) => violations.push(Violation {
+                path: format!("/properties{}", found.path),
+                message: found.problem.to_string(),
+            }),
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Rejection::Invalid(violations));
+    }
+    // The schema guarantees the shape; a failure here would be a date the schema's format check
+    // accepts and chrono does not, reported as such.
+    let mut event = IncomingEvent::deserialize(&envelope).map_err(|e| {
+        Rejection::Invalid(vec![Violation {
+            path: String::new(),
+            message: e.to_string(),
+        }])
+    })?;
+    for (path, t) in [("/timestamp", event.timestamp), ("/sentAt", event.sent_at)] {
+        if t.is_some_and(|t| !storable(t)) {
+            violations.push(Violation {
+                path: path.into(),
+                message: "out of range once normalised to UTC (years 0000 to 9999)".into(),
+            });
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Rejection::Invalid(violations));
+    }
+    event.properties = properties.map(ToOwned::to_owned);
+    Ok(Parsed { event, values })
+}
+
+/// Whether a time can be queued and stored: RFC 3339 (what the stream carries) has four-digit
+/// years, so `9999-12-31T23:30:00-01:00` (year 10000 in UTC) cannot be.
+pub fn storable(t: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (0..=9999).contains(&t.year())
 }
 
 /// Checks `value` against the schema and the rules a schema cannot express; every violation is
-/// reported with a JSON pointer.
+/// reported with a JSON pointer. (The ingest path uses [`parse_event`], which never builds
+/// `properties`; this is the same check for a value already in hand.)
 pub fn validate(value: &Value) -> Result<IncomingEvent, Vec<Violation>> {
-    let mut violations: Vec<Violation> = validator()
+    match parse_event(&value.to_string(), EventLimits::default()) {
+        Ok(p) => Ok(p.event),
+        Err(Rejection::Invalid(v)) => Err(v),
+        Err(Rejection::Malformed(m)) => Err(vec![Violation {
+            path: String::new(),
+            message: m,
+        }]),
+    }
+}
+
+fn schema_violations(value: &Value) -> Vec<Violation> {
+    validator()
         .iter_errors(value)
         .flat_map(|e| {
             let base = e.instance_path().as_str().to_owned();
@@ -103,71 +238,7 @@ pub fn validate(value: &Value) -> Result<IncomingEvent, Vec<Violation>> {
                 }],
             }
         })
-        .collect();
-    if let Some(props) = value.get("properties") {
-        if props.is_object() && depth(props) > MAX_PROPERTIES_DEPTH {
-            violations.push(Violation {
-                path: "/properties".into(),
-                message: format!("nesting deeper than {MAX_PROPERTIES_DEPTH} levels"),
-            });
-        } else if let Some(path) = nul_key_path(props, "/properties") {
-            violations.push(Violation {
-                path,
-                message: "property names cannot contain the NUL character".into(),
-            });
-        }
-    }
-    if !violations.is_empty() {
-        return Err(violations);
-    }
-    // The schema guarantees the shape; a failure here would be a date the schema's format check
-    // accepts and chrono does not, reported as such.
-    IncomingEvent::deserialize(value).map_err(|e| {
-        vec![Violation {
-            path: String::new(),
-            message: e.to_string(),
-        }]
-    })
-}
-
-/// Nesting depth of a JSON value: scalars 0, an empty object or array 1. Stops counting at the limit
-/// plus one so a hostile document costs no more than it must.
-fn depth(value: &Value) -> usize {
-    fn walk(value: &Value, level: usize) -> usize {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
-            _ => return level - 1,
-        };
-        if level > MAX_PROPERTIES_DEPTH {
-            return level;
-        }
-        children
-            .map(|c| walk(c, level + 1))
-            .max()
-            .unwrap_or(level)
-            .max(level)
-    }
-    walk(value, 1)
-}
-
-/// The pointer to the first object key holding a NUL character, which BSON cannot store.
-pub fn nul_key_path(value: &Value, at: &str) -> Option<String> {
-    match value {
-        Value::Object(m) => m.iter().find_map(|(k, v)| {
-            let here = format!("{at}/{}", escape_pointer(k));
-            if k.contains('\0') {
-                Some(here)
-            } else {
-                nul_key_path(v, &here)
-            }
-        }),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| nul_key_path(v, &format!("{at}/{i}"))),
-        _ => None,
-    }
+        .collect()
 }
 
 fn escape_pointer(token: &str) -> String {
@@ -187,9 +258,8 @@ pub fn corrected_timestamp(
     let Some(sent) = sent_at else {
         return Ok(ts);
     };
-    use chrono::Datelike;
     ts.checked_add_signed(received_at.signed_duration_since(sent))
-        .filter(|t| (0..=9999).contains(&t.year()))
+        .filter(|t| storable(*t))
         .ok_or_else(|| Violation {
             path: "/sentAt".into(),
             message: "the clock-skew correction moves `timestamp` out of range".into(),
@@ -304,9 +374,10 @@ mod tests {
         }
         assert!(validate(&json!({"eventType": "a", "userId": "u", "properties": deep})).is_ok());
         let deeper = json!({ "k": deep });
+        // The pointer names the first container too deep.
         assert_eq!(
             paths(json!({"eventType": "a", "userId": "u", "properties": deeper})),
-            vec!["/properties"]
+            vec![format!("/properties{}", "/k".repeat(16))]
         );
     }
 
@@ -319,11 +390,84 @@ mod tests {
     }
 
     #[test]
-    fn depth_counts_containers_only() {
-        assert_eq!(depth(&json!({})), 1);
-        assert_eq!(depth(&json!({"a": 1})), 1);
-        assert_eq!(depth(&json!({"a": [1]})), 2);
-        assert_eq!(depth(&json!({"a": [{}]})), 3);
+    fn null_in_an_optional_field_means_absent() {
+        let e = validate(&json!({"eventType": "a", "userId": "u", "eventId": null,
+            "sessionId": null, "timestamp": null, "sentAt": null, "properties": null}))
+        .unwrap();
+        assert_eq!(e.event_id, None);
+        assert!(e.properties.is_none());
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": null})),
+            vec!["/userId"]
+        );
+    }
+
+    #[test]
+    fn timestamps_out_of_range_in_utc_are_refused_at_their_field() {
+        assert_eq!(
+            paths(
+                json!({"eventType": "a", "userId": "u", "timestamp": "9999-12-31T23:30:00-01:00"})
+            ),
+            vec!["/timestamp"]
+        );
+        assert_eq!(
+            paths(
+                json!({"eventType": "a", "userId": "u", "timestamp": "0000-01-01T00:30:00+01:00"})
+            ),
+            vec!["/timestamp"]
+        );
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "sentAt": "9999-12-31T23:59:00-00:30"})),
+            vec!["/sentAt"]
+        );
+        assert!(validate(
+            &json!({"eventType": "a", "userId": "u", "timestamp": "9999-12-31T23:30:00+01:00"})
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn unstorable_integers_and_oversized_properties_are_refused_with_their_pointer() {
+        assert_eq!(
+            paths(
+                json!({"eventType": "a", "userId": "u", "properties": {"n": [1, 18446744073709551615u64]}})
+            ),
+            vec!["/properties/n/1"]
+        );
+        let many: Vec<u8> = vec![0; MAX_EVENT_VALUES];
+        assert_eq!(
+            paths(json!({"eventType": "a", "userId": "u", "properties": {"many": many}})),
+            vec![format!("/properties/many/{}", MAX_EVENT_VALUES - 2)]
+        );
+    }
+
+    #[test]
+    fn containers_where_a_string_belongs_are_refused_without_being_read() {
+        let p = paths(json!({"eventType": [1, 2, 3], "userId": {"a": 1}}));
+        assert_eq!(p, vec!["/eventType", "/userId"]);
+        assert_eq!(
+            parse_event("[1, 2]", EventLimits::default()).unwrap_err(),
+            Rejection::Invalid(vec![Violation {
+                path: String::new(),
+                message: "an event is a JSON object".into()
+            }])
+        );
+        assert!(matches!(
+            parse_event("{\"eventType\": ", EventLimits::default()),
+            Err(Rejection::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn properties_are_kept_verbatim() {
+        let raw =
+            r#"{"eventType":"a","userId":"u","properties":{"b": [1, 2.5, {"c": null}], "a": "x"}}"#;
+        let p = parse_event(raw, EventLimits::default()).unwrap();
+        assert_eq!(p.values, 7);
+        assert_eq!(
+            p.event.properties.unwrap().get(),
+            r#"{"b": [1, 2.5, {"c": null}], "a": "x"}"#
+        );
     }
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -379,7 +523,10 @@ mod tests {
         );
         let back: QueuedEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(back.event_id, "e1");
-        assert_eq!(back.properties, q.properties);
+        assert_eq!(
+            back.properties.as_ref().map(|p| p.get()),
+            q.properties.as_ref().map(|p| p.get())
+        );
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

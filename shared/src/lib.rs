@@ -10,7 +10,10 @@ pub mod jwt;
 pub mod names;
 pub mod redis;
 pub mod rollup;
+pub mod scan;
 pub mod telemetry;
 pub mod telemetry_metrics;
 #[cfg(feature = "test-support")]
 pub mod testing;
+#[cfg(feature = "test-support")]
+pub mod testing_pg;

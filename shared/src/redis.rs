@@ -35,6 +35,32 @@ pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// A client of a Redis that serves: retries (with `health::startup_backoff`) while Redis is not
+/// up yet or still loading its dataset (`LOADING` to every command, for as long as its AOF takes
+/// to replay), and returns once it answered `PING` with `PONG`. An invalid URL fails at once.
+/// What services use at start-up, so that they wait rather than exit.
+pub async fn connect_when_ready(settings: &RedisSettings) -> anyhow::Result<Client> {
+    builder(settings)?;
+    Ok(crate::health::retry_until_ok("redis", || async {
+        let client = connect(settings).await?;
+        match ping(&client).await {
+            Ok(()) => Ok(client),
+            Err(e) => {
+                let _ = client.quit().await;
+                Err(e)
+            }
+        }
+    })
+    .await)
+}
+
+/// As `connect_when_ready`, for blocking reads.
+pub async fn connect_blocking_when_ready(settings: &RedisSettings) -> anyhow::Result<Client> {
+    let mut s = settings.clone();
+    s.command_timeout_ms = s.command_timeout_ms.max(10_000);
+    connect_when_ready(&s).await
+}
+
 /// A client for blocking reads: no default timeout shorter than the block itself.
 pub async fn connect_blocking(settings: &RedisSettings) -> anyhow::Result<Client> {
     let mut s = settings.clone();

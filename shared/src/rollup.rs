@@ -4,6 +4,8 @@ use std::ops::Range;
 
 pub const MINUTE_COLLECTION: &str = "rollups_minute";
 pub const HOUR_COLLECTION: &str = "rollups_hour";
+/// Hour buckets whose rollups may have missed events, for the worker's reconciler.
+pub const SUSPECT_COLLECTION: &str = "rollups_suspect";
 /// Sketches (HyperLogLogs, top users) live a day longer than the longest range asked for.
 pub const SKETCH_TTL_SECS: i64 = 8 * 24 * 3600;
 

@@ -34,7 +34,9 @@ pub fn sigterm(child: &Child) {
         .status();
 }
 
-/// A Redis server with AOF on, in a directory of its own.
+/// A Redis server with AOF on, in a directory of its own, started as `make up` starts one: with a
+/// `maxmemory` (`SLUICE_TEST_REDIS_MAXMEMORY`, default 512mb) and `noeviction`, so a full Redis
+/// refuses writes rather than dropping keys.
 pub struct OwnRedis {
     pub port: u16,
     dir: PathBuf,
@@ -43,13 +45,26 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start() -> Self {
-        let mut r = OwnRedis {
+        let mut r = Self::stopped();
+        r.restart();
+        r
+    }
+
+    /// Started with extra server flags (they override the defaults), e.g. `["--maxmemory", "8mb"]`.
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut r = Self::stopped();
+        r.restart_with(args);
+        r
+    }
+
+    /// A port and a directory, and no server yet: for a service that must wait for Redis to come
+    /// up. `restart` starts it.
+    pub fn stopped() -> Self {
+        OwnRedis {
             port: free_port(),
             dir: temp_dir("redis"),
             child: None,
-        };
-        r.restart();
-        r
+        }
     }
 
     pub fn url(&self) -> String {
@@ -58,11 +73,27 @@ impl OwnRedis {
 
     /// Starts it again on the same port and data (replaying the AOF).
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// As `restart`, with extra server flags; e.g. `["--key-load-delay", "1000"]` makes it answer
+    /// `LOADING` for a millisecond per key while it replays its data. Returns once the port is
+    /// open, which is not yet "serving".
+    pub fn restart_with(&mut self, args: &[&str]) {
+        let maxmemory =
+            std::env::var("SLUICE_TEST_REDIS_MAXMEMORY").unwrap_or_else(|_| "512mb".into());
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--appendonly", "yes", "--save", ""])
+            .args([
+                "--maxmemory",
+                &maxmemory,
+                "--maxmemory-policy",
+                "noeviction",
+            ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs");
@@ -91,14 +122,22 @@ pub struct OwnMongo {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    args: Vec<String>,
 }
 
 impl OwnMongo {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Started with extra server flags, e.g. `--enable-test-commands` for the `failCommand` fail
+    /// point.
+    pub fn start_with(args: &[&str]) -> Self {
         let mut m = OwnMongo {
             port: free_port(),
             dir: temp_dir("mongo"),
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         m.restart();
         m
@@ -121,6 +160,7 @@ impl OwnMongo {
             .arg("--storage-path")
             .arg(&self.dir)
             .args(["--log-level", "ERROR"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

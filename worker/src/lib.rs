@@ -3,6 +3,7 @@
 pub mod batching;
 pub mod consumer;
 pub mod maintenance;
+pub mod reconcile;
 pub mod replay;
 pub mod rollups;
 pub mod startup;

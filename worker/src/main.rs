@@ -39,6 +39,18 @@ enum DlqCommand {
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Print dead letters as JSON lines, newest first (tenants see theirs in the dashboard;
+    /// letters no account can be found for are visible only here and in the metrics).
+    List {
+        /// Only letters that could not be attributed to an account.
+        #[arg(long)]
+        unattributed: bool,
+        /// Only this reason: invalid, write_rejected or poison.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 #[tokio::main]
@@ -52,6 +64,26 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .run_until_stopped()
                 .await
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::List {
+                    unattributed,
+                    reason,
+                    limit,
+                },
+        } => {
+            init_subscriber(get_subscriber("sluice-worker", "warn", std::io::stderr));
+            let db = sluice_worker::store::connect(&settings.mongo).await?;
+            for letter in
+                sluice_worker::store::list_dead_letters(&db, unattributed, reason, limit).await?
+            {
+                println!(
+                    "{}",
+                    mongodb::bson::Bson::Document(letter).into_relaxed_extjson()
+                );
+            }
+            Ok(())
         }
         Command::Dlq {
             command:

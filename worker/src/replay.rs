@@ -1,6 +1,8 @@
 //! Replay of dead letters: each is put back on the stream exactly as it was queued (same eventId,
-//! so MongoDB's `_id` stores it at most once) and marked replayed so a second replay skips it.
+//! so MongoDB's `_id` stores it at most once) and marked replayed: a letter is replayed once, and
+//! a second replay of it is refused (409 on the http side, skipped by the CLI).
 //! The CLI (`sluice-worker dlq replay`) and analytics' `POST /api/v1/dlq/{id}/replay` both use it.
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{self, doc, Document};
 use mongodb::Database;
@@ -44,17 +46,25 @@ pub fn query(filter: &ReplayFilter) -> Document {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replayed {
     Queued,
-    /// Its replay was queued already (within the dedup window).
-    AlreadyQueued,
+    /// It was replayed before (or another replay of it is under way): a letter is replayed once.
+    AlreadyReplayed,
     /// It holds no event to put back (an entry that never was one).
     Unreplayable,
 }
 
-/// Puts one dead letter back on the stream through the same atomic dedup-and-enqueue step the api
-/// uses, guarded by a key of the dead letter (`dlq-replay:{id}`), and marks it replayed.
+/// How long a claim on a letter (`replayClaimedAt`) holds before a replay that died between the
+/// claim and the mark may be taken over. The dedup key keeps such a takeover from queueing twice.
+const CLAIM_TIMEOUT_MS: i64 = 60_000;
+
+/// Puts one dead letter back on the stream, once in its life.
 ///
-/// The event's own dedup reservation is not used: it is held by the very event that was
-/// dead-lettered. MongoDB's `_id` keeps the event stored at most once however often it is replayed.
+/// The letter is claimed first (an atomic update that matches only a letter neither replayed nor
+/// being replayed), so of two concurrent replays one queues and the other is told
+/// `AlreadyReplayed`; a replayed letter stays replayed whatever time passes. The event goes
+/// through the same atomic dedup-and-enqueue step the api uses, guarded by a key of the dead letter
+/// (`dlq-replay:{id}`), not by the event's own reservation, which the very event that was
+/// dead-lettered holds. A failed enqueue releases the claim so the replay can be retried.
+/// MongoDB's `_id` keeps the event stored at most once.
 pub async fn replay_one(
     dlq: &mongodb::Collection<Document>,
     enqueuer: &Enqueuer,
@@ -69,23 +79,60 @@ pub async fn replay_one(
     let Some(raw) = raw else {
         return Ok(Replayed::Unreplayable);
     };
+    let now = bson::DateTime::now();
+    let stale = bson::DateTime::from_millis(now.timestamp_millis() - CLAIM_TIMEOUT_MS);
+    let claimed = dlq
+        .update_one(
+            doc! {
+                "_id": &id,
+                "replayedAt": {"$exists": false},
+                "$or": [
+                    {"replayClaimedAt": {"$exists": false}},
+                    {"replayClaimedAt": {"$lt": stale}},
+                ],
+            },
+            doc! {"$set": {"replayClaimedAt": now}},
+        )
+        .await
+        .context("claiming the dead letter for its replay")?;
+    if claimed.matched_count == 0 {
+        return Ok(Replayed::AlreadyReplayed);
+    }
     let key = format!("dlq-replay:{}", id_text(&id));
-    let outcome = enqueuer
+    let outcome = match enqueuer
         .enqueue_raw(
             &[(key, raw.to_owned())],
             &format!("replay:{}", id_text(&id)),
         )
-        .await?;
-    let (result, stream_id) = match outcome.into_iter().next() {
-        Some(Outcome::Accepted(stream_id)) => (Replayed::Queued, Some(stream_id)),
-        _ => (Replayed::AlreadyQueued, None),
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Not queued: let a later replay try again.
+            let _ = dlq
+                .update_one(
+                    doc! {"_id": &id, "replayClaimedAt": now},
+                    doc! {"$unset": {"replayClaimedAt": ""}},
+                )
+                .await;
+            return Err(e.context("queueing the dead letter's event"));
+        }
+    };
+    // A duplicate means a replay that died after queueing (and before marking) queued it already.
+    let stream_id = match outcome.into_iter().next() {
+        Some(Outcome::Accepted(stream_id)) => Some(stream_id),
+        _ => None,
     };
     dlq.update_one(
         doc! {"_id": &id},
-        doc! {"$set": {"replayedAt": bson::DateTime::now(), "replayStreamId": stream_id}},
+        doc! {
+            "$set": {"replayedAt": bson::DateTime::now(), "replayStreamId": stream_id},
+            "$unset": {"replayClaimedAt": ""},
+        },
     )
-    .await?;
-    Ok(result)
+    .await
+    .context("marking the dead letter replayed")?;
+    Ok(Replayed::Queued)
 }
 
 fn id_text(id: &bson::Bson) -> String {
@@ -108,7 +155,7 @@ pub async fn replay(
         let letter: Document = cursor.deserialize_current()?;
         match replay_one(&dlq, enqueuer, &letter).await? {
             Replayed::Queued => report.replayed += 1,
-            Replayed::AlreadyQueued => {}
+            Replayed::AlreadyReplayed => {}
             Replayed::Unreplayable => report.unreplayable += 1,
         }
     }

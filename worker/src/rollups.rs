@@ -65,6 +65,11 @@ impl Increments {
         self.minute.is_empty()
     }
 
+    /// The (account, hour) buckets these increments touch.
+    pub fn hour_buckets(&self) -> impl Iterator<Item = (String, i64)> + '_ {
+        self.hour.keys().cloned()
+    }
+
     /// Adds another batch's increments to these.
     pub fn merge(&mut self, other: Increments) {
         for (mine, theirs) in [
@@ -90,6 +95,14 @@ impl Increments {
     }
 }
 
+/// The (account, hour) bucket an event counts in.
+pub fn hour_bucket(e: &QueuedEvent) -> (String, i64) {
+    (
+        e.account_id.clone(),
+        floor_to(e.timestamp.timestamp_millis(), HOUR_MS),
+    )
+}
+
 fn models(db: &Database, inc: &Increments) -> Vec<UpdateOneModel> {
     let mut out = Vec::with_capacity(inc.minute.len() + inc.hour.len());
     for (coll, field, counts) in [
@@ -98,7 +111,9 @@ fn models(db: &Database, inc: &Increments) -> Vec<UpdateOneModel> {
     ] {
         let ns = db.collection::<mongodb::bson::Document>(coll).namespace();
         for ((acc, bucket), types) in counts {
-            let mut inc = doc! {"total": types.values().sum::<i64>()};
+            // `v` counts the writes of a document, so the reconciler can replace its counts only
+            // if no increment came in meanwhile.
+            let mut inc = doc! {"total": types.values().sum::<i64>(), "v": 1_i64};
             for (t, n) in types {
                 inc.insert(format!("types.{}", type_field(t)), n);
             }
@@ -118,21 +133,24 @@ fn models(db: &Database, inc: &Increments) -> Vec<UpdateOneModel> {
     out
 }
 
-/// Applies the increments. A failure is logged and counted, not retried: `$inc` is not
-/// idempotent, and an unknown partial write retried would count twice. Events stay exact in
-/// `events`; only the aggregates can fall short after a MongoDB or Redis failure mid-flush.
-pub async fn apply(db: &Database, redis: &Client, inc: &Increments, top_cap: usize) {
+/// Applies the increments; false when a store failed (the aggregates of these events are then
+/// short until the reconciler recomputes their buckets). A failure is not retried: `$inc` is not
+/// idempotent, and an unknown partial write retried would count twice.
+pub async fn apply(db: &Database, redis: &Client, inc: &Increments, top_cap: usize) -> bool {
     if inc.is_empty() {
-        return;
+        return true;
     }
+    let mut complete = true;
     if let Err(e) = db.client().bulk_write(models(db, inc)).ordered(false).await {
-        tracing::warn!(error = %e, "rollup write failed; aggregates of this batch are short");
+        tracing::warn!(error = %e, "rollup write failed; these buckets go to the reconciler");
         metrics::counter!("sluice_worker_rollup_failures_total", "store" => "mongodb").increment(1);
+        complete = false;
     }
     if let Err(e) = apply_sketches(redis, inc, top_cap).await {
         tracing::warn!(error = %e, "sketch update failed; unique and top users of this batch are short");
         metrics::counter!("sluice_worker_rollup_failures_total", "store" => "redis").increment(1);
     }
+    complete
 }
 
 async fn apply_sketches(redis: &Client, inc: &Increments, top_cap: usize) -> anyhow::Result<()> {

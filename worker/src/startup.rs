@@ -21,6 +21,8 @@ struct HealthState {
     redis: Client,
     db: Database,
     lifecycle: Lifecycle,
+    progress: crate::consumer::ReadProgress,
+    read_stale_after: Duration,
 }
 
 /// Every route of the worker.
@@ -37,6 +39,7 @@ pub struct Application {
     consumer: Consumer,
     lifecycle: Lifecycle,
     redis: Client,
+    db: Database,
     settings: Settings,
 }
 
@@ -51,23 +54,47 @@ impl Application {
                 )
             })?;
         let port = listener.local_addr()?.port();
-        let redis = sluice_shared::redis::connect(&settings.redis).await?;
-        let blocking = sluice_shared::redis::connect_blocking(&settings.redis).await?;
+        // Redis and MongoDB may not be up yet (Redis may be loading its AOF): wait for them, and
+        // answer /api/ready 503 meanwhile, rather than exit.
+        let (redis, blocking) = sluice_shared::health::while_starting(&listener, async {
+            let redis = sluice_shared::redis::connect_when_ready(&settings.redis).await?;
+            let blocking =
+                sluice_shared::redis::connect_blocking_when_ready(&settings.redis).await?;
+            Ok((redis, blocking))
+        })
+        .await?;
         sluice_shared::redis::ensure_group(
             &redis,
             &settings.redis.stream_key,
             &settings.redis.group,
         )
         .await?;
-        let db = store::connect(&settings.mongo).await?;
-        store::ensure_indexes(&db).await?;
-        crate::rollups::ensure_indexes(&db).await?;
+        let db = sluice_shared::health::while_starting(&listener, async {
+            let db = store::connect(&settings.mongo).await?;
+            sluice_shared::health::retry_until_ok("mongodb", || async {
+                store::ensure_indexes(&db).await?;
+                crate::rollups::ensure_indexes(&db).await
+            })
+            .await;
+            Ok(db)
+        })
+        .await?;
 
         // A loop that has not beaten for a minute is stuck: its reads block 500 ms at most, and a
         // write retry beats between attempts.
         let lifecycle = Lifecycle::new(Duration::from_secs(60));
         let consumer_name = settings.worker.consumer();
         tracing::info!(consumer = %consumer_name, stream = %settings.redis.stream_key, "worker starting");
+        let w = &settings.worker;
+        if w.claim_min_idle_ms <= w.flush_interval_ms + w.rollup_interval_ms {
+            // An entry waits up to a flush interval in its batch and a rollup interval for its
+            // acknowledgement: claimed sooner, it is taken from a live worker and its delivery
+            // count pushed toward poison.
+            tracing::warn!(
+                claim_min_idle_ms = w.claim_min_idle_ms,
+                "worker.claim_min_idle_ms should exceed worker.flush_interval_ms + worker.rollup_interval_ms"
+            );
+        }
         let consumer = Consumer::new(
             settings.clone(),
             consumer_name,
@@ -78,8 +105,10 @@ impl Application {
         );
         let state = web::Data::new(HealthState {
             redis: redis.clone(),
-            db,
+            db: db.clone(),
             lifecycle: lifecycle.clone(),
+            progress: consumer.progress.clone(),
+            read_stale_after: Duration::from_millis(settings.worker.read_stale_after_ms),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
             .workers(1)
@@ -92,6 +121,7 @@ impl Application {
             consumer,
             lifecycle,
             redis,
+            db,
             settings,
         })
     }
@@ -122,6 +152,8 @@ impl Application {
             self.consumer.consumer.clone(),
             rx.clone(),
         );
+        let reconciler =
+            crate::reconcile::spawn(self.db.clone(), self.settings.clone(), rx.clone());
         let deadline = Duration::from_millis(self.settings.worker.shutdown_deadline_ms);
         let mut consumer = tokio::spawn(self.consumer.run(rx));
         tokio::select! {
@@ -139,6 +171,7 @@ impl Application {
             }
         }
         maintenance.abort();
+        reconciler.abort();
         handle.stop(true).await;
         let _ = server.await;
         Ok(())
@@ -154,7 +187,20 @@ async fn health(state: web::Data<HealthState>) -> HttpResponse {
         ),
         timed_check("mongodb", Duration::from_secs(4), store::ping(&state.db)),
     );
-    health_response(vec![redis, mongo])
+    // Redis answering a PING is not the pipeline flowing: the read loop must be hearing from it.
+    let age = state.progress.age();
+    let reading = sluice_shared::health::Check::from_result(
+        "stream_read",
+        if age <= state.read_stale_after {
+            Ok(())
+        } else {
+            Err(format!(
+                "the read loop has not read from the stream for {} s",
+                age.as_secs()
+            ))
+        },
+    );
+    health_response(vec![redis, mongo, reading])
 }
 
 async fn ready(state: web::Data<HealthState>) -> HttpResponse {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::bson::{self, doc, Bson, Document, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Collection, Database, IndexModel};
@@ -26,6 +26,11 @@ pub async fn connect(settings: &MongoSettings) -> anyhow::Result<Database> {
 }
 
 pub fn events(db: &Database) -> Collection<Document> {
+    db.collection(EVENTS_COLLECTION)
+}
+
+/// The events collection as the worker writes it: documents already encoded.
+pub fn raw_events(db: &Database) -> Collection<RawDocumentBuf> {
     db.collection(EVENTS_COLLECTION)
 }
 
@@ -93,38 +98,48 @@ pub async fn ensure_indexes(db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The stored form of an event, `_id` = `{accountId}:{eventId}`.
-pub fn to_document(e: &QueuedEvent) -> Result<Document, String> {
-    let mut d = doc! {
-        "_id": event_document_id(&e.account_id, &e.event_id),
-        "eventId": &e.event_id,
-        "accountId": &e.account_id,
-        "eventType": &e.event_type,
-        "userId": &e.user_id,
+/// The stored form of an event, `_id` = `{accountId}:{eventId}`, as the BSON bytes sent to
+/// MongoDB. `properties` is transcoded from the client's JSON straight into BSON: no tree of it is
+/// ever built, so a batch costs about its bytes in memory whatever shape its events have.
+pub fn to_document(e: &QueuedEvent) -> Result<RawDocumentBuf, String> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Stored<'a> {
+        #[serde(rename = "_id")]
+        id: String,
+        event_id: &'a str,
+        account_id: &'a str,
+        event_type: &'a str,
+        user_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
+        timestamp: bson::DateTime,
+        received_at: bson::DateTime,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        properties: Option<Transcoded<'a>>,
+    }
+    let stored = Stored {
+        id: event_document_id(&e.account_id, &e.event_id),
+        event_id: &e.event_id,
+        account_id: &e.account_id,
+        event_type: &e.event_type,
+        user_id: &e.user_id,
+        session_id: e.session_id.as_deref(),
+        timestamp: bson::DateTime::from_millis(e.timestamp.timestamp_millis()),
+        received_at: bson::DateTime::from_millis(e.received_at.timestamp_millis()),
+        properties: e.properties.as_deref().map(Transcoded),
     };
-    if let Some(s) = &e.session_id {
-        d.insert("sessionId", s);
+    bson::to_raw_document_buf(&stored).map_err(|err| format!("not storable as BSON: {err}"))
+}
+
+/// Raw JSON serialized as whatever the serializer writes (BSON here), value by value.
+struct Transcoded<'a>(&'a serde_json::value::RawValue);
+
+impl serde::Serialize for Transcoded<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        serde_transcode::transcode(&mut de, s)
     }
-    d.insert(
-        "timestamp",
-        bson::DateTime::from_millis(e.timestamp.timestamp_millis()),
-    );
-    d.insert(
-        "receivedAt",
-        bson::DateTime::from_millis(e.received_at.timestamp_millis()),
-    );
-    if let Some(p) = &e.properties {
-        for (k, v) in p {
-            let here = format!("/properties/{k}");
-            if k.contains('\0') || sluice_shared::event::nul_key_path(v, &here).is_some() {
-                return Err("a property name contains NUL, which BSON cannot store".into());
-            }
-        }
-        let props =
-            bson::to_bson(p).map_err(|err| format!("properties are not storable: {err}"))?;
-        d.insert("properties", props);
-    }
-    Ok(d)
 }
 
 /// What became of each document of a batch.
@@ -136,57 +151,93 @@ pub struct WriteReport {
     pub duplicate_at: Vec<usize>,
     /// Documents the server refused for what they are (index in the batch, error): permanent.
     pub rejected: Vec<(usize, String)>,
+    /// Documents the server refused for where it stands (a shard unavailable, not primary, stale
+    /// config): neither stored nor refused; write them again.
+    pub retry_at: Vec<usize>,
+}
+
+impl WriteReport {
+    /// Adds the report of a write of `part` (indexes into the whole batch) to this one.
+    pub fn absorb(&mut self, other: WriteReport, part: &[usize]) {
+        let at = |i: usize| part.get(i).copied().unwrap_or(i);
+        self.inserted += other.inserted;
+        self.duplicates += other.duplicates;
+        self.duplicate_at
+            .extend(other.duplicate_at.into_iter().map(at));
+        self.rejected
+            .extend(other.rejected.into_iter().map(|(i, m)| (at(i), m)));
+        self.retry_at = other.retry_at.into_iter().map(at).collect();
+    }
 }
 
 /// A write that did not happen for reasons outside the documents: retry the whole batch.
 #[derive(Debug, thiserror::Error)]
-#[error("transient MongoDB failure: {0}")]
+#[error("MongoDB did not take the write: {0}")]
 pub struct TransientWriteError(#[source] pub mongodb::error::Error);
 
-/// Server error codes that mean "not now" rather than "not this document".
-const TRANSIENT_CODES: &[i32] = &[
+/// Per-document error codes that mean "not now" (where the server stands) rather than "not this
+/// document": the document is written again, never dead-lettered.
+const RETRYABLE_DOCUMENT_CODES: &[i32] = &[
     6,     // HostUnreachable
     7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    63,    // StaleShardVersion
+    64,    // WriteConcernFailed
     89,    // NetworkTimeout
     91,    // ShutdownInProgress
+    112,   // WriteConflict
+    133,   // FailedToSatisfyReadPreference
+    150,   // StaleEpoch
     189,   // PrimarySteppedDown
     262,   // ExceededTimeLimit
     9001,  // SocketException
     10107, // NotWritablePrimary
     11600, // InterruptedAtShutdown
     11602, // InterruptedDueToReplStateChange
+    13388, // StaleConfig
     13435, // NotPrimaryNoSecondaryOk
     13436, // NotPrimaryOrSecondary
-    50,    // MaxTimeMSExpired
-    112,   // WriteConflict
+    // Errors of a shard that cannot be reached through mongos.
+    202, // NetworkInterfaceExceededTimeLimit
+    279, // ClientDisconnect
 ];
 
+pub fn is_retryable_document_code(code: i32) -> bool {
+    RETRYABLE_DOCUMENT_CODES.contains(&code)
+}
+
 enum Failure {
-    Transient(mongodb::error::Error),
-    /// The server refused the command for something in it, without saying which document.
+    /// Nothing in the error names a document: the write is retried as a whole.
+    Retry(mongodb::error::Error),
+    /// The driver refused the documents before sending them (serialization, size): something in
+    /// them, without saying which.
     Rejected(mongodb::error::Error),
 }
 
-fn is_transient(e: &mongodb::error::Error) -> bool {
-    if e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError") {
-        return true;
-    }
-    match &*e.kind {
-        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
-        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => false,
-        // Unreachable, timed out, pool cleared, and anything unknown: retry, never dead-letter.
-        _ => true,
-    }
+/// Only a refusal the driver makes before sending is about the documents. Every server answer
+/// that names no document (a command error of any code — unauthorized, a write block, a quota, a
+/// shard down —, a write-concern failure, a network error) is about the server and is retried:
+/// taking it as a refusal of every document would dead-letter good events, or, when the
+/// dead-letter insert is refused the same way, lose them.
+fn is_about_the_documents(e: &mongodb::error::Error) -> bool {
+    matches!(
+        &*e.kind,
+        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_)
+    )
 }
 
 /// One unordered insert. Re-running it is safe: stored documents come back as duplicate-key
 /// errors.
-async fn insert(
-    events: &Collection<Document>,
-    docs: Vec<Document>,
+async fn insert<T: serde::Serialize + Send + Sync>(
+    events: &Collection<T>,
+    docs: &[&T],
 ) -> Result<WriteReport, Failure> {
     let total = docs.len();
-    match events.insert_many(docs).ordered(false).await {
+    match events
+        .insert_many(docs.iter().copied())
+        .ordered(false)
+        .await
+    {
         Ok(r) => Ok(WriteReport {
             inserted: r.inserted_ids.len(),
             ..Default::default()
@@ -198,35 +249,41 @@ async fn insert(
                     if we.code == DUPLICATE_KEY {
                         report.duplicates += 1;
                         report.duplicate_at.push(we.index);
+                    } else if is_retryable_document_code(we.code) {
+                        report.retry_at.push(we.index);
                     } else {
                         report
                             .rejected
                             .push((we.index, format!("code {}: {}", we.code, we.message)));
                     }
                 }
-                report.inserted = total - report.duplicates - report.rejected.len();
+                report.inserted =
+                    total - report.duplicates - report.rejected.len() - report.retry_at.len();
                 Ok(report)
             }
-            _ if is_transient(&e) => Err(Failure::Transient(e)),
-            _ => Err(Failure::Rejected(e)),
+            _ if is_about_the_documents(&e) => Err(Failure::Rejected(e)),
+            _ => Err(Failure::Retry(e)),
         },
     }
 }
 
 /// Writes a batch as one unordered insert; documents the server refuses are reported by index
-/// (split in halves until each refusal is pinned to one document when the server does not say
-/// which). A transient failure returns at once, for the caller to retry the whole batch.
-pub async fn write_batch(
-    events: &Collection<Document>,
-    docs: Vec<Document>,
+/// (split in halves until each refusal is pinned to one document when the driver does not say
+/// which), documents to write again in `retry_at`. A failure that names no document returns at
+/// once, for the caller to retry the whole batch.
+pub async fn write_batch<T: serde::Serialize + Send + Sync>(
+    events: &Collection<T>,
+    docs: &[&T],
 ) -> Result<WriteReport, TransientWriteError> {
     let mut report = WriteReport::default();
+    let mut retry_at = Vec::new();
     let mut parts = vec![(0usize, docs)];
-    while let Some((offset, mut part)) = parts.pop() {
+    while let Some((offset, part)) = parts.pop() {
         if part.is_empty() {
             continue;
         }
-        match insert(events, part.clone()).await {
+        let whole = part.len() == docs.len();
+        match insert(events, part).await {
             Ok(r) => {
                 report.inserted += r.inserted;
                 report.duplicates += r.duplicates;
@@ -236,18 +293,29 @@ pub async fn write_batch(
                 report
                     .rejected
                     .extend(r.rejected.into_iter().map(|(i, m)| (offset + i, m)));
+                retry_at.extend(r.retry_at.into_iter().map(|i| offset + i));
             }
-            Err(Failure::Transient(e)) => return Err(TransientWriteError(e)),
+            Err(Failure::Retry(e)) if whole => return Err(TransientWriteError(e)),
+            Err(Failure::Retry(e)) => {
+                // Halfway through a split: keep what the other parts did, write the rest again.
+                tracing::warn!(error = %e, "MongoDB did not take part of a split batch; writing it again");
+                retry_at.extend(offset..offset + part.len());
+                for (o, p) in parts.drain(..) {
+                    retry_at.extend(o..o + p.len());
+                }
+            }
             Err(Failure::Rejected(e)) if part.len() == 1 => {
                 report.rejected.push((offset, e.to_string()));
             }
             Err(Failure::Rejected(_)) => {
-                let right = part.split_off(part.len() / 2);
-                parts.push((offset + part.len(), right));
-                parts.push((offset, part));
+                let (left, right) = part.split_at(part.len() / 2);
+                parts.push((offset + left.len(), right));
+                parts.push((offset, left));
             }
         }
     }
+    retry_at.sort_unstable();
+    report.retry_at = retry_at;
     Ok(report)
 }
 
@@ -260,6 +328,118 @@ pub struct DeadLetter {
     pub reason: &'static str,
     pub error: String,
     pub attempts: u32,
+    /// The dead letter this entry is the replay of (request id `replay:{id}`): a replay that
+    /// fails again updates that letter instead of adding one.
+    pub replay_of: Option<String>,
+}
+
+/// Dead letters, newest first: the operator's view, across accounts.
+pub async fn list_dead_letters(
+    db: &Database,
+    unattributed: bool,
+    reason: Option<String>,
+    limit: i64,
+) -> anyhow::Result<Vec<Document>> {
+    use futures::TryStreamExt;
+    let mut filter = doc! {};
+    if unattributed {
+        filter.insert("accountId", Bson::Null);
+    }
+    if let Some(r) = reason {
+        filter.insert("reason", r);
+    }
+    dead_letters(db)
+        .find(filter)
+        .sort(doc! {"failedAt": -1})
+        .limit(limit)
+        .await
+        .context("listing dead letters")?
+        .try_collect()
+        .await
+        .context("reading dead letters")
+}
+
+impl DeadLetter {
+    /// The dead letter of `entry`, attributed to its account and event wherever the entry says
+    /// which, even when it does not decode as an event.
+    pub fn of(entry: &crate::stream::Entry, reason: &'static str, error: String) -> Self {
+        let (account_id, event_id) = match entry.decode() {
+            Ok(e) => (Some(e.account_id), Some(e.event_id)),
+            Err(_) => loose_ids(entry),
+        };
+        DeadLetter {
+            stream_id: entry.id.clone(),
+            account_id,
+            event_id,
+            fields: entry.raw_fields(),
+            reason,
+            error,
+            attempts: entry.deliveries as u32,
+            replay_of: entry
+                .request_id()
+                .and_then(|r| r.strip_prefix("replay:").map(str::to_owned)),
+        }
+    }
+}
+
+/// Folds a failed replay into the letter it replayed: the new failure, and the letter replayable
+/// again. False when there is no such letter any more (the caller then stores a new one).
+pub async fn refail_replayed_letter(
+    dlq: &Collection<Document>,
+    d: &DeadLetter,
+    consumer: &str,
+) -> mongodb::error::Result<bool> {
+    let Some(origin) = &d.replay_of else {
+        return Ok(false);
+    };
+    let r = dlq
+        .update_one(
+            doc! {"_id": origin},
+            doc! {
+                "$set": {"reason": d.reason, "error": &d.error, "attempts": d.attempts as i64,
+                         "streamId": &d.stream_id, "consumer": consumer, "failedAt": bson::DateTime::now()},
+                "$unset": {"replayedAt": "", "replayStreamId": "", "replayClaimedAt": ""},
+                "$inc": {"replayFailures": 1_i64},
+            },
+        )
+        .await?;
+    Ok(r.matched_count == 1)
+}
+
+/// `accountId` and `eventId` of an entry whose event is JSON but not a valid event.
+fn loose_ids(entry: &crate::stream::Entry) -> (Option<String>, Option<String>) {
+    let value = entry
+        .fields
+        .get(sluice_shared::names::STREAM_EVENT_FIELD)
+        .and_then(|v| v.as_bytes())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    let text = |name: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    (text("accountId"), text("eventId"))
+}
+
+/// The smallest dead letter of an entry, for when MongoDB refuses the full one: the entry's
+/// fields as `[name, text]` pairs (no client-chosen field names), no parsed event.
+pub fn minimal_dead_letter_document(d: &DeadLetter, consumer: &str, refusal: &str) -> Document {
+    let mut doc = dead_letter_document(d, consumer);
+    doc.remove("event");
+    let pairs: Vec<Bson> = d
+        .fields
+        .iter()
+        .map(|(k, v)| Bson::Array(vec![Bson::String(k.clone()), Bson::String(v.clone())]))
+        .collect();
+    doc.insert("rawEntry", Bson::Array(pairs));
+    doc.insert(
+        "error",
+        format!("{} (the full dead letter was refused: {refusal})", d.error),
+    );
+    doc
 }
 
 pub fn dead_letter_document(d: &DeadLetter, consumer: &str) -> Document {
@@ -314,14 +494,18 @@ mod tests {
             session_id: Some("s1".into()),
             timestamp: Utc.with_ymd_and_hms(2024, 1, 1, 10, 0, 0).unwrap(),
             received_at: Utc.with_ymd_and_hms(2024, 1, 1, 10, 0, 1).unwrap(),
-            properties: serde_json::from_str(r#"{"plan":"pro","n":[1,2.5,{"deep":true}]}"#)
+            properties: Some(
+                serde_json::value::RawValue::from_string(
+                    r#"{"plan":"pro","n":[1,2.5,{"deep":true}]}"#.into(),
+                )
                 .unwrap(),
+            ),
         }
     }
 
     #[test]
     fn documents_carry_every_contract_field() {
-        let d = to_document(&event()).unwrap();
+        let d: Document = to_document(&event()).unwrap().to_document().unwrap();
         assert_eq!(d.get_str("_id").unwrap(), "acc:e1");
         for f in ["eventId", "accountId", "eventType", "userId", "sessionId"] {
             assert!(d.get_str(f).is_ok(), "{f}");
@@ -347,5 +531,15 @@ mod tests {
         assert!(to_document(&e).is_err());
         e.properties = serde_json::from_str(r#"{"a": [{"b\u0000": 1}]}"#).unwrap();
         assert!(to_document(&e).is_err());
+        e.properties = serde_json::from_str(r#"{"n": [1, -2, 2.5, "s", null, true]}"#).unwrap();
+        let d = to_document(&e).unwrap().to_document().unwrap();
+        let n = d
+            .get_document("properties")
+            .unwrap()
+            .get_array("n")
+            .unwrap();
+        assert_eq!(n[0], Bson::Int64(1));
+        assert_eq!(n[1], Bson::Int64(-2));
+        assert_eq!(n[2], Bson::Double(2.5));
     }
 }

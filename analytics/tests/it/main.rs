@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analytics;
+mod hardening;
+mod startup;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -49,6 +49,7 @@ pub fn test_settings() -> Settings {
     s.worker.port = 0;
     s.worker.consumer_name = Some(format!("test-{id}"));
     s.worker.flush_interval_ms = 100;
+    s.worker.rollup_interval_ms = 100;
     s.postgres.max_connections = 4;
     s.auth.jwt_secret = Some(secrecy::SecretString::from(TEST_JWT_SECRET));
     s
@@ -93,7 +94,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         account_id,
         db,
         pool,
-        http: reqwest::Client::new(),
+        // Idle connections are dropped before the api's keep-alive (5 s) closes them, so a request
+        // never goes out on a connection the server is closing.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
         _stops: stops,
     }
 }
@@ -282,6 +288,7 @@ impl WorkerProcess {
             .env("SLUICE_WORKER__PORT", "0")
             .env("SLUICE_WORKER__CONSUMER_NAME", name)
             .env("SLUICE_WORKER__FLUSH_INTERVAL_MS", "100")
+            .env("SLUICE_WORKER__ROLLUP_INTERVAL_MS", "100")
             .env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);

@@ -2,6 +2,8 @@
 //! and MongoDB servers `make test` starts. Each test has its own stream, database and account.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod hardening;
 mod helpers;
 mod ingest;
+mod memory;
 mod reliability;

@@ -246,7 +246,7 @@ async fn redis_killed_and_restarted_from_its_aof_keeps_every_202() {
 async fn poison_is_dead_lettered_with_its_reason_and_the_stream_keeps_flowing() {
     let mut settings = test_settings();
     settings.worker.claim_interval_ms = 200;
-    settings.worker.claim_min_idle_ms = 100;
+    settings.worker.claim_min_idle_ms = 1_000;
     let app = spawn_app_with(Options {
         with_worker: false,
         settings,
@@ -423,7 +423,7 @@ async fn sigterm_flushes_and_acknowledges_the_batch_in_hand_before_exit() {
 async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothing() {
     let mut settings = test_settings();
     settings.worker.claim_interval_ms = 200;
-    settings.worker.claim_min_idle_ms = 100;
+    settings.worker.claim_min_idle_ms = 1_000;
     settings.worker.max_deliveries = 1;
     let app = spawn_app_with(Options {
         with_worker: false,
