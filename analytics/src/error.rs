@@ -16,6 +16,9 @@ pub enum AnalyticsError {
     Conflict { code: &'static str, message: String },
     #[error("a data store is unreachable; retry later")]
     Unavailable(String),
+    /// A known path asked with a method it does not serve; `allow` lists those it serves.
+    #[error("{method} is not served here; this path serves {allow}")]
+    MethodNotAllowed { method: String, allow: String },
 }
 
 impl AnalyticsError {
@@ -37,6 +40,7 @@ impl AnalyticsError {
             AnalyticsError::InvalidRequest { .. } => "invalid_request",
             AnalyticsError::Conflict { code, .. } => code,
             AnalyticsError::Unavailable(_) => "unavailable",
+            AnalyticsError::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 }
@@ -49,6 +53,7 @@ impl ResponseError for AnalyticsError {
             AnalyticsError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             AnalyticsError::Conflict { .. } => StatusCode::CONFLICT,
             AnalyticsError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AnalyticsError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -67,8 +72,14 @@ impl ResponseError for AnalyticsError {
             _ => ErrorBody::new(self.code(), self.to_string()),
         };
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, AnalyticsError::Unavailable(_)) {
-            resp.insert_header(("Retry-After", "1"));
+        match self {
+            AnalyticsError::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "1"));
+            }
+            AnalyticsError::MethodNotAllowed { allow, .. } => {
+                resp.insert_header(("Allow", allow.as_str()));
+            }
+            _ => {}
         }
         resp.json(body)
     }

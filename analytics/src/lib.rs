@@ -3,7 +3,9 @@
 //! pipeline's state, all behind a TTL cache.
 pub mod cache;
 pub mod error;
+pub mod openapi;
 pub mod params;
 pub mod queries;
 pub mod routes;
 pub mod startup;
+pub mod views;

@@ -86,6 +86,9 @@ pub fn event_type(raw: Option<&str>) -> Result<Option<&str>, AnalyticsError> {
     }
 }
 
+/// What [`Cursor::parse`] accepts, as the OpenAPI document declares it.
+pub const CURSOR_PATTERN: &str = r"^-?[0-9]{1,18}:[\s\S]{1,300}$";
+
 /// A page cursor: the sort position (`{millis}:{id}`) of the last item of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -98,10 +101,15 @@ impl Cursor {
         format!("{}:{}", self.millis, self.id)
     }
 
+    /// Accepts exactly [`CURSOR_PATTERN`]: `-?` and 1 to 18 digits, `:`, 1 to 300 characters.
     pub fn parse(raw: &str) -> Result<Self, AnalyticsError> {
         let bad = || AnalyticsError::invalid("/before", "not a cursor this service returned");
         let (millis, id) = raw.split_once(':').ok_or_else(bad)?;
-        if id.is_empty() || id.len() > 300 {
+        let digits = millis.strip_prefix('-').unwrap_or(millis);
+        if !(1..=18).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        if !(1..=300).contains(&id.chars().count()) {
             return Err(bad());
         }
         Ok(Cursor {
@@ -164,7 +172,7 @@ mod tests {
 
 
         #[test]
-        fn cursors_round_trip(millis in any::<i64>(), id in "[A-Za-z0-9_.:-]{1,128}") {
+        fn cursors_round_trip(millis in -999_999_999_999_999_999i64..=999_999_999_999_999_999, id in "[A-Za-z0-9_.:-]{1,128}") {
             let c = Cursor { millis, id };
             prop_assert_eq!(Cursor::parse(&c.encode()).unwrap(), c);
         }
@@ -173,5 +181,14 @@ mod tests {
         fn any_text_is_a_cursor_or_a_400(raw in ".{0,64}") {
             let _ = Cursor::parse(&raw);
         }
+    }
+
+    #[test]
+    fn cursors_hold_at_most_18_digits_and_no_sign_but_minus() {
+        assert!(Cursor::parse("-999999999999999999:a").is_ok());
+        for bad in ["+5:a", "1000000000000000000:a", ":a", "5:", "-:a", "5"] {
+            assert!(Cursor::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Cursor::parse(&format!("5:{}", "é".repeat(300))).is_ok());
     }
 }

@@ -17,6 +17,12 @@ use sluice_shared::rollup::{
 
 use crate::error::AnalyticsError;
 use crate::params::Cursor;
+use crate::views::{self, PipelineState};
+
+/// The reply as the JSON the cache keeps.
+fn to_value(view: impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(view).map_err(|e| AnalyticsError::unavailable(format!("encoding: {e}")))
+}
 
 type Result<T> = std::result::Result<T, AnalyticsError>;
 
@@ -222,18 +228,28 @@ pub async fn summary(
     let total: i64 = by_type.values().sum();
     let mut types: Vec<(String, i64)> = by_type.into_iter().collect();
     types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(json!({
-        "range": range,
-        "totalEvents": total,
-        "uniqueUsers": unique,
-        "eventsByType": types.iter().map(|(t, n)| json!({
-            "eventType": t,
-            "count": n,
-            "share": if total > 0 { *n as f64 / total as f64 } else { 0.0 },
-        })).collect::<Vec<_>>(),
-        "topUsers": top.iter().map(|(u, n)| json!({"userId": u, "count": n})).collect::<Vec<_>>(),
-        "eventsPerSecond": total as f64 / (range_ms as f64 / 1000.0),
-    }))
+    to_value(views::Summary {
+        range: range.to_owned(),
+        total_events: total,
+        unique_users: unique,
+        events_by_type: types
+            .into_iter()
+            .map(|(event_type, count)| views::TypeCount {
+                share: if total > 0 {
+                    count as f64 / total as f64
+                } else {
+                    0.0
+                },
+                event_type,
+                count,
+            })
+            .collect(),
+        top_users: top
+            .into_iter()
+            .map(|(user_id, count)| views::UserCount { user_id, count })
+            .collect(),
+        events_per_second: total as f64 / (range_ms as f64 / 1000.0),
+    })
 }
 
 /// Zero-filled counts per bucket of `[start, end)`; pure.
@@ -284,21 +300,29 @@ pub async fn timeseries(
     .await?;
     let rows: Vec<(i64, i64)> = rows.into_iter().map(|(ts, _, n)| (ts, n)).collect();
     let points = bucketize(&rows, start, end, bucket_ms);
-    Ok(json!({
-        "bucket": bucket,
-        "points": points.iter().map(|(ts, n)| json!({
-            "ts": BsonDate::from_millis(*ts).try_to_rfc3339_string().unwrap_or_default(),
-            "count": n,
-        })).collect::<Vec<_>>(),
-    }))
+    to_value(views::Timeseries {
+        bucket: bucket.to_owned(),
+        points: points
+            .iter()
+            .map(|(ts, count)| views::Point {
+                ts: BsonDate::from_millis(*ts)
+                    .try_to_rfc3339_string()
+                    .unwrap_or_default(),
+                count: *count,
+            })
+            .collect(),
+    })
 }
 
-fn iso(d: &Document, field: &str) -> Value {
+fn iso(d: &Document, field: &str) -> Option<String> {
     d.get_datetime(field)
         .ok()
         .and_then(|t| t.try_to_rfc3339_string().ok())
-        .map(Value::String)
-        .unwrap_or(Value::Null)
+}
+
+/// A string field; `None` when absent or not a string.
+fn text(d: &Document, field: &str) -> Option<String> {
+    d.get_str(field).ok().map(str::to_owned)
 }
 
 fn to_json(b: Option<&Bson>) -> Value {
@@ -308,25 +332,62 @@ fn to_json(b: Option<&Bson>) -> Value {
 
 /// Up to `limit` documents matching `filter`, newest first by `time_field` then `_id`, strictly
 /// after the position `after` (`(millis, _id)` of the previous page's last document): a cursor,
-/// never an offset.
+/// never an offset. The position is two range scans (the rest of its instant, then everything
+/// older), not an `$or`, which a server may answer with a collection scan.
 async fn newest_first(
     db: &Database,
     collection: &str,
-    mut filter: Document,
+    filter: Document,
     time_field: &str,
     after: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<Document>> {
-    if let Some((millis, id)) = after {
-        let at = BsonDate::from_millis(millis);
-        filter.insert(
-            "$or",
-            vec![
-                doc! {time_field: {"$lt": at}},
-                doc! {time_field: at, "_id": {"$lt": id}},
-            ],
-        );
+    let Some((millis, id)) = after else {
+        return page(db, collection, filter, time_field, limit).await;
+    };
+    // No event is stored outside years 0001..=9999 (and some servers refuse such dates in a
+    // query): a position beyond them is "everything older than the edge".
+    if !(MIN_STORED_MS..=MAX_STORED_MS).contains(&millis) {
+        let mut older = filter;
+        if millis > MAX_STORED_MS {
+            older.insert(
+                time_field,
+                doc! {"$lte": BsonDate::from_millis(MAX_STORED_MS)},
+            );
+        } else {
+            older.insert(
+                time_field,
+                doc! {"$lt": BsonDate::from_millis(MIN_STORED_MS)},
+            );
+        }
+        return page(db, collection, older, time_field, limit).await;
     }
+    let at = BsonDate::from_millis(millis);
+    let mut same_instant = filter.clone();
+    same_instant.insert(time_field, at);
+    same_instant.insert("_id", doc! {"$lt": id});
+    let mut older = filter;
+    older.insert(time_field, doc! {"$lt": at});
+    let (mut docs, older) = tokio::try_join!(
+        page(db, collection, same_instant, time_field, limit),
+        page(db, collection, older, time_field, limit),
+    )?;
+    docs.extend(older);
+    docs.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(docs)
+}
+
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z.
+const MIN_STORED_MS: i64 = -62_135_596_800_000;
+const MAX_STORED_MS: i64 = 253_402_300_799_999;
+
+async fn page(
+    db: &Database,
+    collection: &str,
+    filter: Document,
+    time_field: &str,
+    limit: i64,
+) -> Result<Vec<Document>> {
     db.collection::<Document>(collection)
         .find(filter)
         .sort(doc! {time_field: -1, "_id": -1})
@@ -368,21 +429,22 @@ pub async fn user_events(
         ));
     }
     let next = next_cursor(&docs, limit, "timestamp", "eventId");
-    let events: Vec<Value> = docs
+    let events = docs
         .iter()
-        .map(|d| {
-            json!({
-                "eventId": to_json(d.get("eventId")),
-                "eventType": to_json(d.get("eventType")),
-                "userId": to_json(d.get("userId")),
-                "sessionId": to_json(d.get("sessionId")),
-                "timestamp": iso(d, "timestamp"),
-                "receivedAt": iso(d, "receivedAt"),
-                "properties": to_json(d.get("properties")),
-            })
+        .map(|d| views::StoredEvent {
+            event_id: text(d, "eventId"),
+            event_type: text(d, "eventType"),
+            user_id: text(d, "userId"),
+            session_id: text(d, "sessionId"),
+            timestamp: iso(d, "timestamp"),
+            received_at: iso(d, "receivedAt"),
+            properties: to_json(d.get("properties")),
         })
         .collect();
-    Ok(json!({"events": events, "nextBefore": next}))
+    to_value(views::UserEvents {
+        events,
+        next_before: next,
+    })
 }
 
 /// `GET /api/v1/dlq`: the account's dead letters, newest first.
@@ -400,22 +462,23 @@ pub async fn dead_letters(
     let after = before.map(|c| (c.millis, c.id.clone()));
     let docs = newest_first(db, DLQ_COLLECTION, filter, "failedAt", after, limit).await?;
     let next = next_cursor(&docs, limit, "failedAt", "_id");
-    let letters: Vec<Value> = docs
+    let dead_letters = docs
         .iter()
-        .map(|d| {
-            json!({
-                "id": to_json(d.get("_id")),
-                "eventId": to_json(d.get("eventId")),
-                "reason": to_json(d.get("reason")),
-                "error": to_json(d.get("error")),
-                "attempts": to_json(d.get("attempts")),
-                "failedAt": iso(d, "failedAt"),
-                "replayedAt": iso(d, "replayedAt"),
-                "event": to_json(d.get("event")),
-            })
+        .map(|d| views::DeadLetter {
+            id: text(d, "_id"),
+            event_id: text(d, "eventId"),
+            reason: text(d, "reason"),
+            error: to_json(d.get("error")),
+            attempts: to_json(d.get("attempts")),
+            failed_at: iso(d, "failedAt"),
+            replayed_at: iso(d, "replayedAt"),
+            event: to_json(d.get("event")),
         })
         .collect();
-    Ok(json!({"deadLetters": letters, "nextBefore": next}))
+    to_value(views::DeadLetters {
+        dead_letters,
+        next_before: next,
+    })
 }
 
 /// The coarse state of the pipeline a tenant may see: `ok`, `degraded` (Redis unreachable, or
@@ -425,20 +488,20 @@ pub fn pipeline_state(
     backlog: Option<&sluice_shared::redis::GroupBacklog>,
     freshest_consumer_idle_ms: Option<u64>,
     max_backlog: u64,
-) -> &'static str {
+) -> PipelineState {
     /// A worker's read blocks 500 ms at most, so one that has not read for this long is gone.
     const CONSUMER_GONE_MS: u64 = 30_000;
     let Some(b) = backlog else {
-        return "degraded";
+        return PipelineState::Degraded;
     };
     let waiting = b.total() > 0;
     let readers = freshest_consumer_idle_ms.is_some_and(|idle| idle <= CONSUMER_GONE_MS);
     if waiting && (!b.group_exists || !readers) {
-        "degraded"
+        PipelineState::Degraded
     } else if b.total() >= max_backlog.div_ceil(2) {
-        "backlogged"
+        PipelineState::Backlogged
     } else {
-        "ok"
+        PipelineState::Ok
     }
 }
 
@@ -547,19 +610,19 @@ pub async fn pipeline(
         health.and_then(|(_, idle)| idle),
         max_backlog,
     );
-    Ok(json!({
-        "state": state,
-        "ingest": {
-            "last5m": last5m,
-            "last1h": last1h,
-            "eventsPerSecond": last5m as f64 / 300.0,
+    to_value(views::Pipeline {
+        state,
+        ingest: views::Ingest {
+            last5m,
+            last1h,
+            events_per_second: last5m as f64 / 300.0,
         },
-        "deadLetters": {
-            "total": by_reason.values().sum::<i64>(),
-            "replayed": replayed,
-            "byReason": by_reason,
+        dead_letters: views::DeadLetterCounts {
+            total: by_reason.values().sum::<i64>(),
+            replayed,
+            by_reason,
         },
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -575,24 +638,33 @@ mod tests {
             length: pending + lag,
             group_exists: true,
         };
-        assert_eq!(pipeline_state(None, None, 100), "degraded");
-        assert_eq!(pipeline_state(Some(&b(0, 0)), None, 100), "ok");
-        assert_eq!(pipeline_state(Some(&b(0, 10)), Some(400), 100), "ok");
+        assert_eq!(pipeline_state(None, None, 100), PipelineState::Degraded);
+        assert_eq!(pipeline_state(Some(&b(0, 0)), None, 100), PipelineState::Ok);
+        assert_eq!(
+            pipeline_state(Some(&b(0, 10)), Some(400), 100),
+            PipelineState::Ok
+        );
         assert_eq!(
             pipeline_state(Some(&b(20, 30)), Some(400), 100),
-            "backlogged"
+            PipelineState::Backlogged
         );
-        assert_eq!(pipeline_state(Some(&b(0, 10)), None, 100), "degraded");
+        assert_eq!(
+            pipeline_state(Some(&b(0, 10)), None, 100),
+            PipelineState::Degraded
+        );
         assert_eq!(
             pipeline_state(Some(&b(0, 10)), Some(60_000), 100),
-            "degraded"
+            PipelineState::Degraded
         );
         let no_group = GroupBacklog {
             lag: 5,
             length: 5,
             ..Default::default()
         };
-        assert_eq!(pipeline_state(Some(&no_group), None, 100), "degraded");
+        assert_eq!(
+            pipeline_state(Some(&no_group), None, 100),
+            PipelineState::Degraded
+        );
     }
 
     #[test]

@@ -31,27 +31,63 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
 }
 
-/// Every route of the analytics service.
+/// Every route of the analytics service. A method a path does not serve is 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/analytics/summary", web::get().to(routes::summary))
-        .route(
-            "/api/v1/analytics/timeseries",
-            web::get().to(routes::timeseries),
-        )
-        .route(
-            "/api/v1/analytics/users/{userId}/events",
-            web::get().to(routes::user_events),
-        )
-        .route(
-            "/api/v1/analytics/pipeline",
-            web::get().to(routes::pipeline),
-        )
-        .route("/api/v1/dlq", web::get().to(routes::dead_letters))
-        .route("/api/v1/dlq/{id}/replay", web::post().to(routes::replay))
-        .route("/api/health", web::get().to(health))
-        .route("/api/ready", web::get().to(ready))
-        .route("/api/live", web::get().to(live))
-        .route("/metrics", web::get().to(metrics_endpoint));
+    use actix_web::http::Method;
+    let (get, post) = (Method::GET, Method::POST);
+    cfg.service(at(
+        "/api/v1/analytics/summary",
+        vec![(get.clone(), web::to(routes::summary))],
+    ))
+    .service(at(
+        "/api/v1/analytics/timeseries",
+        vec![(get.clone(), web::to(routes::timeseries))],
+    ))
+    .service(at(
+        "/api/v1/analytics/users/{userId}/events",
+        vec![(get.clone(), web::to(routes::user_events))],
+    ))
+    .service(at(
+        "/api/v1/analytics/pipeline",
+        vec![(get.clone(), web::to(routes::pipeline))],
+    ))
+    .service(at(
+        "/api/v1/dlq",
+        vec![(get.clone(), web::to(routes::dead_letters))],
+    ))
+    .service(at(
+        "/api/v1/dlq/{id}/replay",
+        vec![(post, web::to(routes::replay))],
+    ))
+    .service(at("/api/health", vec![(get.clone(), web::to(health))]))
+    .service(at("/api/ready", vec![(get.clone(), web::to(ready))]))
+    .service(at("/api/live", vec![(get.clone(), web::to(live))]))
+    .service(at("/metrics", vec![(get.clone(), web::to(metrics))]))
+    .service(at(
+        "/api/openapi.json",
+        vec![(get, web::to(crate::openapi::openapi_json))],
+    ));
+}
+
+/// One path and the handler of each method it serves; any other method is answered 405 with
+/// `Allow` (not the app's 404, which a resource would otherwise fall back to).
+fn at(
+    path: &str,
+    methods: Vec<(actix_web::http::Method, actix_web::Route)>,
+) -> actix_web::Resource {
+    let allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+    let allow = allow.join(", ");
+    let mut resource = web::resource(path);
+    for (method, route) in methods {
+        resource = resource.route(route.method(method));
+    }
+    resource.default_service(web::to(move |req: actix_web::HttpRequest| {
+        let err = crate::error::AnalyticsError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: allow.clone(),
+        };
+        async move { Err::<HttpResponse, _>(err) }
+    }))
 }
 
 pub struct Application {
@@ -172,7 +208,9 @@ impl Application {
     }
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/health", tag = "operations",
+    responses((status = 200, description = "Redis and MongoDB answer"), (status = 503, description = "A dependency is down")))]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (redis, mongo) = tokio::join!(
         timed_check(
             "redis",
@@ -188,10 +226,20 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     health_response(vec![redis, mongo])
 }
 
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/ready", tag = "operations",
+    responses((status = 200, description = "Taking traffic"), (status = 503, description = "Starting or shutting down")))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     state.lifecycle.ready_response()
 }
 
-async fn live(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/live", tag = "operations",
+    responses((status = 200, description = "The process is alive")))]
+pub async fn live(state: web::Data<AppState>) -> HttpResponse {
     state.lifecycle.live_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> HttpResponse {
+    metrics_endpoint().await
 }

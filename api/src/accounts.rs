@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::Argon2;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -17,15 +17,30 @@ use crate::startup::AppState;
 use crate::store;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
-/// Hashing is deliberately slow; an unbounded password would make it a lever.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Hashing is deliberately slow; an unbounded password would make it a lever. Characters, as
+/// JSON Schema's `maxLength` counts them (at most 4 KiB of UTF-8).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
+/// A new account's credentials.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
-    /// An email address; compared case-insensitively.
+    /// An email address (at most 254 bytes, a local part of at most 64); compared
+    /// case-insensitively.
+    #[schema(example = "you@example.com", format = Email, max_length = 254)]
+    pub email: String,
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 12,
+        max_length = 1024
+    )]
+    pub password: String,
+}
+
+/// Credentials to log in with: any strings; a wrong pair is 401, whatever it holds.
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
     #[schema(example = "you@example.com")]
     pub email: String,
-    /// At least 12 characters.
     #[schema(example = "correct horse battery staple")]
     pub password: String,
 }
@@ -70,34 +85,95 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
             format!("must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
-    if password.len() > MAX_PASSWORD_BYTES {
+    if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::invalid_request(
             "/password",
-            format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            format!("must be at most {MAX_PASSWORD_CHARS} characters"),
         ));
     }
     Ok(())
 }
 
-/// An argon2id PHC string of the password, with a random salt.
+/// Argon2 working memory (19 MiB per hash with the default parameters), kept for reuse: freed
+/// after every hash, glibc's allocator does not return such blocks, and a login flood grew the
+/// process by 19 MiB per concurrent hash without bound. Hashing runs in at most
+/// `auth.max_concurrent_password_hashes` slots, so this holds at most that many buffers.
+const MAX_POOLED_BUFFERS: usize = 8;
+
+fn with_blocks<T>(count: usize, f: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
+    static POOL: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
+    let mut blocks = POOL
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .filter(|b| b.len() == count)
+        .unwrap_or_else(|| vec![argon2::Block::default(); count]);
+    let out = f(&mut blocks);
+    if let Ok(mut pool) = POOL.lock() {
+        if pool.len() < MAX_POOLED_BUFFERS {
+            pool.push(blocks);
+        }
+    }
+    out
+}
+
+/// An argon2id PHC string of the password (the crate's default parameters), with a random salt.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
+    let params = argon2::Params::default();
+    let argon = Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params.clone(),
+    );
+    let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+    with_blocks(params.block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks)
+    })
+    .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?
-        .to_string())
+    let output =
+        argon2::password_hash::Output::new(&out).map_err(|e| anyhow::anyhow!("hash: {e}"))?;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        salt.as_str(),
+        output
+    ))
 }
 
+/// Checks a password against a PHC string (any argon2 variant and parameters), comparing in
+/// constant time.
 fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = parsed
+        .version
+        .and_then(|v| argon2::Version::try_from(v).ok())
+        .unwrap_or_default();
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let hashed = with_blocks(params.block_count(), |blocks| {
+        argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
+    });
+    hashed.is_ok() && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// A hash to verify against when the email is unknown, so that answer costs the same time.
@@ -115,14 +191,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts",
-    request_body = Credentials,
+    request_body(content = Credentials, content_type = "application/json"),
     responses(
         (status = 201, description = "Account created", body = AccountView),
-        (status = 400, description = "Bad email or a password under 12 characters", body = crate::openapi::ErrorBodyDoc),
+        (status = 400, description = "Malformed JSON, a bad email, or a password under 12 or over 1024 characters", body = crate::openapi::ErrorBodyDoc),
         (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
         (status = 409, description = "Email taken", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "A body over 16 KiB", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, description = "Not sent as `application/json`", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn register(
     req: HttpRequest,
@@ -156,24 +236,29 @@ pub async fn register(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts",
-    request_body = Credentials,
+    request_body(content = LoginRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "A token valid for 24 hours", body = TokenView),
+        (status = 400, description = "Malformed JSON, or not `{\"email\": string, \"password\": string}`", body = crate::openapi::ErrorBodyDoc),
         (status = 401, description = "Unknown email or wrong password (the same answer)", body = crate::openapi::ErrorBodyDoc),
         (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "A body over 16 KiB", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, description = "Not sent as `application/json`", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn login(
     req: HttpRequest,
-    body: web::Json<Credentials>,
+    body: web::Json<LoginRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .login_limiter
         .check(crate::limits::client_ip(&req, &state.trusted_proxies))?;
-    let Credentials { email, password } = body.into_inner();
-    if password.len() > MAX_PASSWORD_BYTES {
+    let LoginRequest { email, password } = body.into_inner();
+    if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::Unauthorized);
     }
     let account = store::find_account(&state.pool, &email)
@@ -202,7 +287,8 @@ pub async fn login(
     responses(
         (status = 200, description = "The account of the token", body = AccountView),
         (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn me(
     account: AuthedAccount,
@@ -221,6 +307,7 @@ pub async fn me(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
     use proptest::prelude::*;
 
     #[test]
@@ -237,7 +324,19 @@ mod tests {
 
     #[test]
     fn passwords_are_hashed_with_argon2id_and_verify() {
+        // A hash made by the crate's own hasher (accounts made before buffers were reused).
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let theirs = Argon2::default()
+            .hash_password(b"correct horse battery", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse battery", &theirs));
+        assert!(!verify_password("correct horse batterx", &theirs));
         let h = hash_password("correct horse battery").unwrap();
+        assert!(PasswordHash::new(&h).is_ok(), "{h}");
+        assert!(Argon2::default()
+            .verify_password(b"correct horse battery", &PasswordHash::new(&h).unwrap())
+            .is_ok());
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_password("correct horse battery", &h));
         assert!(!verify_password("correct horse batterx", &h));
@@ -248,7 +347,7 @@ mod tests {
         #[test]
         fn short_passwords_are_refused_and_long_enough_ones_accepted(p in ".{0,40}") {
             let n = p.chars().count();
-            prop_assert_eq!(check_password(&p).is_ok(), n >= MIN_PASSWORD_CHARS && p.len() <= MAX_PASSWORD_BYTES);
+            prop_assert_eq!(check_password(&p).is_ok(), (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n));
         }
 
         #[test]

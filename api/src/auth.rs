@@ -312,7 +312,7 @@ fn cache_value(o: &KeyOwner) -> String {
 }
 
 /// A cached owner and, when written by this version, the time (unix seconds) it is fresh until.
-fn parse_cached(v: &str) -> Option<(KeyOwner, Option<i64>)> {
+pub fn parse_cached(v: &str) -> Option<(KeyOwner, Option<i64>)> {
     match v.split_once('@') {
         Some((owner, until)) => Some((parse_owner(owner)?, Some(until.parse().ok()?))),
         None => Some((parse_owner(v)?, None)),

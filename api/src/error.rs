@@ -39,6 +39,9 @@ pub enum ApiError {
     TooManyKeys(i64),
     #[error("not found")]
     NotFound,
+    /// A known path asked with a method it does not serve; `allow` lists those it serves.
+    #[error("{method} is not served here; this path serves {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     #[error("Redis (the event queue) is unreachable; retry later")]
     Unavailable(#[source] anyhow::Error),
     /// Accounts and API keys live in PostgreSQL; the chain goes to the log, not to the client.
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::TooManyKeys(_) => "too_many_keys",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable(_)
             | ApiError::PostgresUnavailable(_)
             | ApiError::KeyLookupsBusy => "unavailable",
@@ -119,6 +123,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::EmailTaken | ApiError::TooManyKeys(_) => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. }
             | ApiError::TooManyEvents(_)
@@ -158,6 +163,9 @@ impl ResponseError for ApiError {
             }
             ApiError::RateLimited { retry_after_secs } => {
                 resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                resp.insert_header(("Allow", allow.as_str()));
             }
             _ => {}
         }
@@ -211,6 +219,14 @@ mod tests {
             (ApiError::EmailTaken, 409, "email_taken"),
             (ApiError::TooManyKeys(20), 409, "too_many_keys"),
             (ApiError::NotFound, 404, "not_found"),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    allow: "GET, POST".into(),
+                },
+                405,
+                "method_not_allowed",
+            ),
             (
                 ApiError::Unavailable(anyhow::anyhow!("down")),
                 503,

@@ -48,16 +48,20 @@ fn rejection_reason(details: &[Violation]) -> &'static str {
 }
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "ingest", security(("apiKey" = [])),
-    request_body = crate::openapi::EventDoc,
+    request_body(content = crate::openapi::EventDoc, content_type = "application/json",
+        description = "One event; `Content-Encoding: gzip` is accepted (limits apply to the decompressed size)"),
     responses(
         (status = 202, description = "Queued", body = crate::openapi::EventReplyDoc),
         (status = 200, description = "Already seen within the dedup window", body = crate::openapi::EventReplyDoc),
-        (status = 400, description = "Malformed JSON or a schema violation", body = crate::openapi::ErrorBodyDoc),
+        (status = 400, description = "Malformed JSON (`malformed_json`) or a schema violation (`invalid_event`, with a JSON pointer per violation)", body = crate::openapi::ErrorBodyDoc),
         (status = 401, description = "Missing, unknown or revoked key", body = crate::openapi::ErrorBodyDoc),
-        (status = 413, description = "Over 64 KiB", body = crate::openapi::ErrorBodyDoc),
-        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Over the key's quota", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "Backlog over its limit, or Redis unreachable", body = crate::openapi::ErrorBodyDoc),
+        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "Over 64 KiB, or more JSON values than one event may hold", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, description = "Not sent as `application/json`, or an encoding other than gzip", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Over the key's quota", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Backlog over its limit (`overloaded`), or Redis unreachable (`unavailable`)", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn ingest_one(
     req: HttpRequest,
@@ -174,16 +178,20 @@ fn judge(
 }
 
 #[utoipa::path(post, path = "/api/v1/events/batch", tag = "ingest", security(("apiKey" = [])),
-    request_body = crate::openapi::BatchDoc,
+    request_body(content = crate::openapi::BatchDoc, content_type = "application/json",
+        description = "1..1000 events, each judged on its own; `Content-Encoding: gzip` is accepted"),
     responses(
         (status = 202, description = "At least one event queued", body = crate::openapi::BatchReplyDoc),
         (status = 200, description = "Nothing new queued, not every event invalid", body = crate::openapi::BatchReplyDoc),
-        (status = 400, description = "Every event invalid, or not a batch", body = crate::openapi::BatchReplyDoc),
-        (status = 401, body = crate::openapi::ErrorBodyDoc),
-        (status = 413, description = "Over 1000 events or 5 MiB", body = crate::openapi::ErrorBodyDoc),
-        (status = 415, body = crate::openapi::ErrorBodyDoc),
-        (status = 429, body = crate::openapi::ErrorBodyDoc),
-        (status = 503, body = crate::openapi::ErrorBodyDoc),
+        (status = 400, description = "Every event invalid (the counts and results are included), or not a batch", body = crate::openapi::BatchRefusalDoc),
+        (status = 401, description = "Missing, unknown or revoked key", body = crate::openapi::ErrorBodyDoc),
+        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "Over 1000 events, over 5 MiB, or more JSON values than one request may hold", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, description = "Not sent as `application/json`, or an encoding other than gzip", body = crate::openapi::ErrorBodyDoc),
+        (status = 429, description = "Over the key's quota", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Backlog over its limit, or Redis unreachable", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn ingest_batch(
     req: HttpRequest,

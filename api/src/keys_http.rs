@@ -13,9 +13,21 @@ use crate::store;
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewKeyRequest {
-    /// A label for the key, 1 to 100 characters.
-    #[schema(example = "production")]
+    /// A label for the key: 1 to 100 characters, not all white space; stored trimmed. (The
+    /// pattern spells out the characters `str::trim` removes, Unicode `White_Space`, so every
+    /// regex engine reads it alike.)
+    #[schema(
+        example = "production",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
+}
+
+/// The key name's rule, as the schema declares it.
+fn valid_name(name: &str) -> bool {
+    (1..=100).contains(&name.chars().count()) && name.chars().any(|c| !c.is_whitespace())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -41,27 +53,30 @@ pub struct KeyView {
 }
 
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", security(("jwt" = [])),
-    request_body = NewKeyRequest,
+    request_body(content = NewKeyRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The new key, shown once", body = NewKeyView),
-        (status = 400, body = crate::openapi::ErrorBodyDoc),
-        (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 400, description = "Malformed JSON, or a name that breaks its rule", body = crate::openapi::ErrorBodyDoc),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
         (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
         (status = 409, description = "Too many active keys", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc),
+        (status = 413, description = "A body over 16 KiB", body = crate::openapi::ErrorBodyDoc),
+        (status = 415, description = "Not sent as `application/json`", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn create(
     account: AuthedAccount,
     body: web::Json<NewKeyRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if !valid_name(&body.name) {
         return Err(ApiError::invalid_request(
             "/name",
-            "must be 1 to 100 characters",
+            "must be 1 to 100 characters, not all white space",
         ));
     }
+    let name = body.name.trim();
     let limit = state.settings.auth.max_active_keys;
     let (record, key) = match store::create_key_within_limit(&state.pool, account.id, name, limit)
         .await
@@ -83,8 +98,9 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("jwt" = [])),
     responses(
         (status = 200, description = "The account's keys, without their secrets", body = [KeyView]),
-        (status = 401, body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn list(
     account: AuthedAccount,
@@ -111,9 +127,10 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked (or already revoked: the revocation is sent again); every api instance refuses it within a second"),
-        (status = 401, body = crate::openapi::ErrorBodyDoc),
+        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
         (status = 404, description = "No such key in this account", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL or Redis unreachable; the DELETE may be retried until 204", body = crate::openapi::ErrorBodyDoc),
+        (status = 503, description = "PostgreSQL or Redis unreachable; the DELETE may be retried until 204", body = crate::openapi::ErrorBodyDoc,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn revoke(
     account: AuthedAccount,
@@ -133,4 +150,19 @@ pub async fn revoke(
         return Err(ApiError::NotFound);
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_1_to_100_characters_not_all_white_space() {
+        for ok in ["a", " production ", &"é".repeat(100), "\u{1c}"] {
+            assert!(valid_name(ok), "{ok:?}");
+        }
+        for bad in ["", " ", "\t\u{3000}\u{a0}", &"a".repeat(101)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 }

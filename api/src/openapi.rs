@@ -2,7 +2,9 @@
 //! `/api/openapi.json`, and a docs page at `/api/docs` that needs no network (no CDN).
 use actix_web::HttpResponse;
 use serde::Serialize;
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// `{"error": {"code", "message", "details"?}}`, the one error shape.
@@ -16,6 +18,7 @@ pub struct ErrorDetailDoc {
     #[schema(example = "invalid_event")]
     pub code: String,
     pub message: String,
+    #[schema(nullable = false)]
     pub details: Option<Vec<ViolationDoc>>,
 }
 
@@ -27,49 +30,75 @@ pub struct ViolationDoc {
     pub message: String,
 }
 
-/// One event as a client sends it. Anything else is rejected.
+/// One event as a client sends it. Anything else is rejected. An optional field sent as `null` is
+/// treated as absent (SDKs send `null` for unset fields).
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventDoc {
-    /// 1..128 of `[A-Za-z0-9_.:-]`; absent → a UUIDv7 is assigned.
+    /// Absent (or `null`) → a UUIDv7 is assigned.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
     pub event_id: Option<String>,
-    /// 1..100, `^[a-zA-Z][a-zA-Z0-9_.:-]*$`.
-    #[schema(example = "purchase")]
+    #[schema(
+        example = "purchase",
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[a-zA-Z][a-zA-Z0-9_.:-]*$"
+    )]
     pub event_type: String,
-    /// 1..128: the end user the event is about.
-    #[schema(example = "user-42")]
+    /// The end user the event is about.
+    #[schema(example = "user-42", min_length = 1, max_length = 128)]
     pub user_id: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub session_id: Option<String>,
-    /// RFC 3339; absent → receive time.
-    pub timestamp: Option<String>,
+    /// RFC 3339 (years 0000 to 9999 once in UTC); absent → receive time.
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
     /// RFC 3339 client clock at send time; corrects `timestamp` for clock skew.
-    pub sent_at: Option<String>,
-    /// Any JSON object, nesting depth ≤ 16.
-    #[schema(value_type = Object)]
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[schema(value_type = Option<PropertiesDoc>)]
     pub properties: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchDoc {
-    /// 1..1000 events; body ≤ 5 MiB after decompression.
+    /// Body ≤ 5 MiB after decompression; each event ≤ 64 KiB.
+    #[schema(min_items = 1, max_items = 1000)]
     pub events: Vec<EventDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatusDoc {
+    /// 202: queued.
+    Accepted,
+    /// 200: already seen within the dedup window.
+    Duplicate,
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventReplyDoc {
     pub event_id: String,
-    /// `accepted` (202) or `duplicate` (200).
-    pub status: String,
+    pub status: EventStatusDoc,
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatusDoc {
+    Accepted,
+    Duplicate,
+    Rejected,
+}
+
+/// How one event of a batch was judged: `eventId` unless rejected, `error` when rejected.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchItemDoc {
     pub index: usize,
+    #[schema(nullable = false)]
     pub event_id: Option<String>,
-    /// `accepted`, `duplicate` or `rejected`.
-    pub status: String,
+    pub status: ItemStatusDoc,
+    #[schema(nullable = false)]
     pub error: Option<ErrorDetailDoc>,
 }
 
@@ -79,6 +108,84 @@ pub struct BatchReplyDoc {
     pub duplicates: usize,
     pub rejected: usize,
     pub results: Vec<BatchItemDoc>,
+}
+
+/// A refused batch, in the one error shape. When the events were judged (every one was
+/// invalid) it also carries the counts and each event's result; a body that is not a batch
+/// (malformed JSON, no `events`, 0 events) carries `error` only.
+#[derive(Serialize, ToSchema)]
+pub struct BatchRefusalDoc {
+    pub error: ErrorDetailDoc,
+    #[schema(nullable = false)]
+    pub accepted: Option<usize>,
+    #[schema(nullable = false)]
+    pub duplicates: Option<usize>,
+    #[schema(nullable = false)]
+    pub rejected: Option<usize>,
+    #[schema(nullable = false)]
+    pub results: Option<Vec<BatchItemDoc>>,
+}
+
+/// `properties`: any JSON object whose property names, at every depth, hold no NUL (MongoDB
+/// cannot store them); nesting depth ≤ 16, at most 10,000 values, integers at most
+/// 9223372036854775807 (i64).
+pub struct PropertiesDoc;
+
+const PROPERTY_NAME_PATTERN: &str = "^[^\\u0000]*$";
+
+impl utoipa::PartialSchema for PropertiesDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Any JSON object: property names (at every depth) without NUL, nesting depth ≤ 16, \
+                 at most 10,000 values, integers at most 9223372036854775807",
+            ))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(PROPERTY_NAME_PATTERN)),
+            ))
+            .additional_properties(Some(Ref::from_schema_name("PropertyValueDoc")))
+            .into()
+    }
+}
+
+impl ToSchema for PropertiesDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "PropertiesDoc".into()
+    }
+}
+
+/// A value inside `properties`: any JSON value, objects and arrays holding the same.
+fn property_value_schema() -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name("PropertiesDoc"))
+        .item(
+            ArrayBuilder::new()
+                .schema_type(Type::Array)
+                .items(Ref::from_schema_name("PropertyValueDoc")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+struct Properties;
+
+impl Modify for Properties {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            "PropertiesDoc".into(),
+            <PropertiesDoc as utoipa::PartialSchema>::schema(),
+        );
+        components
+            .schemas
+            .insert("PropertyValueDoc".into(), property_value_schema());
+    }
 }
 
 struct Security;
@@ -121,11 +228,11 @@ impl Modify for Security {
     ),
     components(schemas(
         ErrorBodyDoc, ErrorDetailDoc, ViolationDoc, EventDoc, BatchDoc, EventReplyDoc,
-        BatchItemDoc, BatchReplyDoc,
-        crate::accounts::Credentials, crate::accounts::AccountView, crate::accounts::TokenView,
+        EventStatusDoc, ItemStatusDoc, BatchItemDoc, BatchReplyDoc, BatchRefusalDoc,
+        crate::accounts::Credentials, crate::accounts::LoginRequest, crate::accounts::AccountView, crate::accounts::TokenView,
         crate::keys_http::NewKeyRequest, crate::keys_http::NewKeyView, crate::keys_http::KeyView,
     )),
-    modifiers(&Security)
+    modifiers(&Security, &Properties)
 )]
 pub struct ApiDoc;
 

@@ -35,23 +35,78 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
 }
 
-/// Every route of the api.
+/// Every route of the api. A method a path does not serve is 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/events", web::post().to(ingest::ingest_one))
-        .route("/api/v1/events/batch", web::post().to(ingest::ingest_batch))
-        .route("/api/v1/auth/register", web::post().to(accounts::register))
-        .route("/api/v1/auth/login", web::post().to(accounts::login))
-        .route("/api/v1/auth/me", web::get().to(accounts::me))
-        .route("/api/v1/keys", web::post().to(keys_http::create))
-        .route("/api/v1/keys", web::get().to(keys_http::list))
-        .route("/api/v1/keys/{id}", web::delete().to(keys_http::revoke))
-        .route("/api/health", web::get().to(health))
-        .route("/api/ready", web::get().to(ready))
-        .route("/api/live", web::get().to(live))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/openapi.json", web::get().to(openapi::openapi_json))
-        .route("/api/docs", web::get().to(openapi::docs_page))
-        .route("/api/docs.js", web::get().to(openapi::docs_script));
+    use actix_web::http::Method;
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    cfg.service(at(
+        "/api/v1/events",
+        vec![(post.clone(), web::to(ingest::ingest_one))],
+    ))
+    .service(at(
+        "/api/v1/events/batch",
+        vec![(post.clone(), web::to(ingest::ingest_batch))],
+    ))
+    .service(at(
+        "/api/v1/auth/register",
+        vec![(post.clone(), web::to(accounts::register))],
+    ))
+    .service(at(
+        "/api/v1/auth/login",
+        vec![(post.clone(), web::to(accounts::login))],
+    ))
+    .service(at(
+        "/api/v1/auth/me",
+        vec![(get.clone(), web::to(accounts::me))],
+    ))
+    .service(at(
+        "/api/v1/keys",
+        vec![
+            (post, web::to(keys_http::create)),
+            (get.clone(), web::to(keys_http::list)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/keys/{id}",
+        vec![(delete, web::to(keys_http::revoke))],
+    ))
+    .service(at("/api/health", vec![(get.clone(), web::to(health))]))
+    .service(at("/api/ready", vec![(get.clone(), web::to(ready))]))
+    .service(at("/api/live", vec![(get.clone(), web::to(live))]))
+    .service(at("/metrics", vec![(get.clone(), web::to(metrics))]))
+    .service(at(
+        "/api/openapi.json",
+        vec![(get.clone(), web::to(openapi::openapi_json))],
+    ))
+    .service(at(
+        "/api/docs",
+        vec![(get.clone(), web::to(openapi::docs_page))],
+    ))
+    .service(at(
+        "/api/docs.js",
+        vec![(get, web::to(openapi::docs_script))],
+    ));
+}
+
+/// One path and the handler of each method it serves; any other method is answered 405 with
+/// `Allow` (not the app's 404, which a resource would otherwise fall back to).
+fn at(
+    path: &str,
+    methods: Vec<(actix_web::http::Method, actix_web::Route)>,
+) -> actix_web::Resource {
+    let allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+    let allow = allow.join(", ");
+    let mut resource = web::resource(path);
+    for (method, route) in methods {
+        resource = resource.route(route.method(method));
+    }
+    resource.default_service(web::to(move |req: actix_web::HttpRequest| {
+        let err = ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: allow.clone(),
+        };
+        async move { Err::<HttpResponse, _>(err) }
+    }))
 }
 
 /// Bodies of the JSON endpoints (not ingest, which reads its own): small, and errors in the

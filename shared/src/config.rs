@@ -94,23 +94,87 @@ impl Default for AuthSettings {
 /// Used only under the `dev` profile when no secret is configured; never in production.
 const DEV_JWT_SECRET: &str = "sluice-dev-profile-jwt-secret-not-for-production-use";
 
+/// What to tell an operator whose secret is missing, short or copied from the repository.
+const GENERATE_SECRET: &str =
+    "generate one with `head -c 48 /dev/urandom | base64` and set SLUICE_AUTH__JWT_SECRET";
+
 impl AuthSettings {
     /// The JWT secret, or why a service that signs or checks tokens must not start.
     pub fn jwt_secret(&self) -> Result<SecretString, SettingsError> {
         use secrecy::ExposeSecret;
         match &self.jwt_secret {
+            Some(s) if self.profile != "dev" && published::secret(s.expose_secret()) => {
+                Err(SettingsError::Invalid {
+                    setting: "auth.jwt_secret",
+                    reason: format!(
+                        "is a placeholder published in the repository (deploy/, docs/ or the dev \
+                         profile's default), so anyone can forge tokens with it; {GENERATE_SECRET}"
+                    ),
+                })
+            }
             Some(s) if s.expose_secret().len() >= 32 => Ok(s.clone()),
             Some(_) if self.profile != "dev" => Err(SettingsError::Invalid {
                 setting: "auth.jwt_secret",
-                reason: "must be at least 32 bytes".into(),
+                reason: format!("must be at least 32 bytes; {GENERATE_SECRET}"),
             }),
             None if self.profile != "dev" => Err(SettingsError::Invalid {
                 setting: "auth.jwt_secret",
-                reason: "is required outside the dev profile (set SLUICE_AUTH__JWT_SECRET)".into(),
+                reason: format!("is required outside the dev profile; {GENERATE_SECRET}"),
             }),
             _ => Ok(SecretString::from(DEV_JWT_SECRET)),
         }
     }
+}
+
+/// The secrets anyone can read in the repository: the placeholders of the deployment files and
+/// the docs, read from those files at build time so the list cannot drift from them.
+mod published {
+    /// Files whose values are placeholders (`KEY=value`, `key: value`, URL passwords).
+    const FILES: [&str; 4] = [
+        include_str!("../../deploy/k8s/config.yaml"),
+        include_str!("../../deploy/.env.example"),
+        include_str!("../../deploy/docker-compose.yml"),
+        include_str!("../../docs/DEPLOY.md"),
+    ];
+    /// Words placeholders are made of: an edited copy (`change-me-…-xxxxy`) is still one.
+    const MARKERS: [&str; 3] = ["change-me", "replace-me", "changeme"];
+
+    /// The value of each `KEY=value` or `key: value` line, and the password of each URL in one.
+    fn values() -> impl Iterator<Item = &'static str> {
+        FILES.into_iter().flat_map(str::lines).flat_map(|line| {
+            let line = line.trim().trim_start_matches("- ");
+            let value = match (line.find('='), line.find(": ")) {
+                (Some(e), Some(c)) if c < e => &line[c + 2..],
+                (Some(e), _) => &line[e + 1..],
+                (None, Some(c)) => &line[c + 2..],
+                (None, None) => "",
+            };
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            [Some(value), super::url_password(value)]
+                .into_iter()
+                .flatten()
+                .filter(|v| !v.is_empty())
+        })
+    }
+
+    /// True when `secret` is (or is made from) a placeholder the repository publishes.
+    pub(super) fn secret(secret: &str) -> bool {
+        let lower = secret.to_ascii_lowercase();
+        secret == super::DEV_JWT_SECRET
+            || MARKERS.iter().any(|m| lower.contains(m))
+            || values().any(|v| v == secret)
+            // A long secret found anywhere in those files was copied from them.
+            || (secret.len() >= 16 && FILES.iter().any(|f| f.contains(secret)))
+    }
+}
+
+/// The password of a `scheme://user:password@host/…` URL.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let password = &userinfo[userinfo.find(':')? + 1..];
+    (!password.is_empty()).then_some(password)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -461,6 +525,16 @@ impl Settings {
         if self.api.body_read_timeout_secs == 0 {
             return invalid("api.body_read_timeout_secs", "must be above 0");
         }
+        use secrecy::ExposeSecret;
+        if self.auth.profile != "dev"
+            && url_password(self.postgres.url.expose_secret()).is_some_and(published::secret)
+        {
+            return invalid(
+                "postgres.url",
+                "carries a placeholder password published in the repository (deploy/ or docs/); \
+                 set the database user's real password in SLUICE_POSTGRES__URL",
+            );
+        }
         Ok(())
     }
 }
@@ -501,6 +575,93 @@ mod tests {
             ..Default::default()
         };
         assert!(dev.jwt_secret().is_ok());
+    }
+
+    #[test]
+    fn every_jwt_secret_published_in_the_repository_is_refused_outside_dev() {
+        let published = [
+            "replace-me-with-48-random-bytes-base64-encoded-xxxxx", // deploy/k8s/config.yaml
+            "change-me-to-48-random-bytes-base64-encoded-xxxxxxxx", // deploy/.env.example
+            "change-me-to-48-random-bytes-base64-encoded-xxxxxxxy", // an edited copy
+            DEV_JWT_SECRET,
+        ];
+        for secret in published {
+            let a = AuthSettings {
+                jwt_secret: Some(SecretString::from(secret)),
+                ..Default::default()
+            };
+            let err = a.jwt_secret().unwrap_err().to_string();
+            assert!(err.contains("auth.jwt_secret"), "{err}");
+            assert!(err.contains("head -c 48 /dev/urandom | base64"), "{err}");
+            let dev = AuthSettings {
+                profile: "dev".into(),
+                ..a
+            };
+            assert!(dev.jwt_secret().is_ok(), "the dev profile takes {secret}");
+        }
+        let own = AuthSettings {
+            jwt_secret: Some(SecretString::from(
+                "q3V0c2lkZS10aGUtcmVwb3NpdG9yeS0wMTIzNDU2Nzg5",
+            )),
+            ..Default::default()
+        };
+        assert!(own.jwt_secret().is_ok());
+    }
+
+    #[test]
+    fn the_placeholders_are_read_from_the_deploy_files_themselves() {
+        // Every SECRET or PASSWORD value the deploy files carry is a placeholder the check knows.
+        let files = [
+            include_str!("../../deploy/k8s/config.yaml"),
+            include_str!("../../deploy/.env.example"),
+        ];
+        let mut seen = 0;
+        for line in files.iter().flat_map(|f| f.lines()) {
+            let Some((key, value)) = line.split_once('=').or_else(|| line.split_once(": ")) else {
+                continue;
+            };
+            if key.contains("SECRET") || key.contains("PASSWORD") {
+                assert!(published::secret(value.trim()), "{line}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "the deploy files' secrets were not found");
+    }
+
+    #[test]
+    fn a_postgres_url_with_a_published_password_is_refused_outside_dev() {
+        let mut s = Settings::default();
+        // deploy/k8s/config.yaml's URL, and deploy/.env.example's POSTGRES_PASSWORD in compose's URL.
+        for url in [
+            "postgres://sluice:replace-me@postgres.sluice.svc:5432/sluice",
+            "postgres://sluice:change-me@postgres:5432/sluice",
+        ] {
+            s.postgres.url = SecretString::from(url);
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains("postgres.url"), "{err}");
+            assert!(
+                !err.contains("replace-me@"),
+                "the message must not echo the URL: {err}"
+            );
+        }
+        s.auth.profile = "dev".into();
+        s.validate().unwrap();
+        s.auth.profile = "production".into();
+        for ok in [
+            "postgres://sluice:Zk3mQ9vLx2@db:5432/sluice",
+            "postgres://postgres@127.0.0.1:5433/sluice",
+        ] {
+            s.postgres.url = SecretString::from(ok);
+            s.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn url_password_reads_only_the_userinfo() {
+        assert_eq!(url_password("postgres://u:p%40ss@h/db"), Some("p%40ss"));
+        assert_eq!(url_password("postgres://u@h/db"), None);
+        assert_eq!(url_password("postgres://h/db?x=a:b@c"), None);
+        assert_eq!(url_password("not a url"), None);
     }
 
     #[test]

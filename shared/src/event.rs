@@ -246,24 +246,23 @@ fn escape_pointer(token: &str) -> String {
 }
 
 /// The event time the server records: the client's `timestamp` (or the receive time), shifted by
-/// the client clock's skew when `sentAt` says what the client clock read at send time.
+/// the client clock's skew when `sentAt` says what the client clock read at send time. A skew that
+/// would move the time out of years 0000–9999 (a clock set centuries off) is not applied: the
+/// client's `timestamp` is kept, so the event is stored rather than refused for its clock.
 pub fn corrected_timestamp(
     timestamp: Option<DateTime<Utc>>,
     sent_at: Option<DateTime<Utc>>,
     received_at: DateTime<Utc>,
-) -> Result<DateTime<Utc>, Violation> {
+) -> DateTime<Utc> {
     let Some(ts) = timestamp else {
-        return Ok(received_at);
+        return received_at;
     };
     let Some(sent) = sent_at else {
-        return Ok(ts);
+        return ts;
     };
     ts.checked_add_signed(received_at.signed_duration_since(sent))
         .filter(|t| storable(*t))
-        .ok_or_else(|| Violation {
-            path: "/sentAt".into(),
-            message: "the clock-skew correction moves `timestamp` out of range".into(),
-        })
+        .unwrap_or(ts)
 }
 
 impl QueuedEvent {
@@ -273,7 +272,7 @@ impl QueuedEvent {
         account_id: &str,
         received_at: DateTime<Utc>,
     ) -> Result<Self, Violation> {
-        let timestamp = corrected_timestamp(incoming.timestamp, incoming.sent_at, received_at)?;
+        let timestamp = corrected_timestamp(incoming.timestamp, incoming.sent_at, received_at);
         Ok(Self {
             event_id: incoming
                 .event_id
@@ -481,20 +480,33 @@ mod tests {
             Some(t("2024-01-01T09:59:00Z")),
             Some(t("2024-01-01T10:00:00Z")),
             t("2024-01-01T10:05:00Z"),
-        )
-        .unwrap();
+        );
         assert_eq!(got, t("2024-01-01T10:04:00Z"));
+    }
+
+    #[test]
+    fn a_skew_that_would_leave_the_storable_years_is_not_applied() {
+        // A client clock 2,438 years fast: the correction would land in year -412.
+        let ts = t("2026-12-01T12:23:45Z");
+        assert_eq!(
+            corrected_timestamp(
+                Some(ts),
+                Some(t("4464-02-11T08:01:17Z")),
+                t("2026-12-01T12:23:46Z")
+            ),
+            ts
+        );
     }
 
     #[test]
     fn without_sent_at_the_timestamp_stands_and_without_timestamp_receive_time_is_used() {
         let rx = t("2024-01-01T10:05:00Z");
         assert_eq!(
-            corrected_timestamp(Some(t("2024-01-01T09:00:00Z")), None, rx).unwrap(),
+            corrected_timestamp(Some(t("2024-01-01T09:00:00Z")), None, rx),
             t("2024-01-01T09:00:00Z")
         );
         assert_eq!(
-            corrected_timestamp(None, Some(t("2024-01-01T09:00:00Z")), rx).unwrap(),
+            corrected_timestamp(None, Some(t("2024-01-01T09:00:00Z")), rx),
             rx
         );
     }

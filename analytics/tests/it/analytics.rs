@@ -461,3 +461,78 @@ async fn dead_letters_are_listed_and_replayed_per_account_only() {
     assert_eq!(p["deadLetters"]["replayed"], 1);
     assert!(p.get("consumers").is_none(), "{p}");
 }
+
+#[tokio::test]
+async fn a_method_a_known_path_does_not_serve_is_405_with_allow_and_the_document_covers_every_route(
+) {
+    let stack = spawn_stack().await;
+    let resp = stack
+        .http
+        .delete(format!("{}/api/v1/analytics/summary", stack.analytics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("DELETE"));
+    let resp = stack
+        .http
+        .get(format!("{}/api/v1/dlq/some-id/replay", stack.analytics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    // An unknown path stays 404.
+    let resp = stack
+        .http
+        .get(format!("{}/api/v1/nothing", stack.analytics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    let spec: serde_json::Value = stack
+        .http
+        .get(format!("{}/api/openapi.json", stack.analytics))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let routes = [
+        ("get", "/api/v1/analytics/summary"),
+        ("get", "/api/v1/analytics/timeseries"),
+        ("get", "/api/v1/analytics/users/{userId}/events"),
+        ("get", "/api/v1/analytics/pipeline"),
+        ("get", "/api/v1/dlq"),
+        ("post", "/api/v1/dlq/{id}/replay"),
+        ("get", "/api/health"),
+        ("get", "/api/ready"),
+        ("get", "/api/live"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} is documented"
+        );
+    }
+    let documented: usize = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "nothing documented that is not served"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod analytics;
 mod hardening;
+mod owasp;
 mod startup;
 
 use std::sync::Arc;

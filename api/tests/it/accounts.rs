@@ -499,3 +499,30 @@ async fn cors_admits_only_the_dashboard_and_responses_carry_security_headers() {
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     assert!(r.headers().contains_key("content-security-policy"));
 }
+
+#[tokio::test]
+async fn a_method_a_known_path_does_not_serve_is_405_with_allow_in_the_error_shape() {
+    let settings = test_settings();
+    let (url, _stop) = spawn_api(&settings).await;
+    let http = reqwest::Client::new();
+    let resp = http.put(format!("{url}/api/v1/keys")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST, GET");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert!(body["error"]["message"].as_str().unwrap().contains("PUT"));
+    // Refused before auth or the body are looked at.
+    let resp = http
+        .get(format!("{url}/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let resp = http
+        .get(format!("{url}/api/v1/no-such-path"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}

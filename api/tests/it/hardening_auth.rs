@@ -190,6 +190,48 @@ async fn a_login_flood_beyond_the_hashing_slots_gets_503_with_retry_after() {
     assert_eq!(login(&url, &e, PASSWORD, None).await.0, StatusCode::OK);
 }
 
+/// Resident memory of this process (the api runs in it), in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_of_logins_do_not_grow_the_api_by_the_memory_of_each_hash() {
+    let mut settings = test_settings();
+    settings.auth.login_per_minute = 100_000;
+    settings.auth.password_hash_wait_ms = 10_000;
+    let (url, _stop) = spawn_api(&settings).await;
+    let e = email();
+    assert_eq!(register(&url, &e).await, StatusCode::CREATED);
+    let wave = || async {
+        let answers =
+            futures::future::join_all((0..8).map(|_| login(&url, &e, "the wrong password!", None)))
+                .await;
+        assert!(answers
+            .iter()
+            .all(|(s, _, _)| *s == StatusCode::UNAUTHORIZED));
+    };
+    wave().await;
+    let after_first = rss_mib();
+    for _ in 0..5 {
+        wave().await;
+    }
+    let after_six = rss_mib();
+    println!("RSS after one wave of 8 logins {after_first} MiB, after six {after_six} MiB");
+    // Each argon2 hash works in 19 MiB; 40 more hashes must not leave 40 × 19 MiB behind.
+    assert!(
+        after_six < after_first + 60,
+        "RSS grew from {after_first} to {after_six} MiB over 40 logins"
+    );
+}
+
 // ---- 11: unknown-key floods ----
 
 async fn waiting_on_locks(pool: &sqlx::PgPool) -> i64 {

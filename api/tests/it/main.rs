@@ -5,6 +5,7 @@
 mod accounts;
 mod hardening_auth;
 mod outages;
+mod owasp;
 mod revocation;
 
 use sluice_api::startup::Application;

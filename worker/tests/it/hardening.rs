@@ -370,7 +370,7 @@ async fn what_the_api_accepts_is_storable_and_what_it_cannot_store_is_refused_wi
             "/timestamp",
         ),
         (
-            serde_json::json!({"eventId": "y10000s", "eventType": "a", "userId": "u", "timestamp": "9999-12-31T23:30:00Z", "sentAt": "2020-01-01T00:00:00Z"}),
+            serde_json::json!({"eventId": "s10000", "eventType": "a", "userId": "u", "sentAt": "9999-12-31T23:59:00-00:30"}),
             "/sentAt",
         ),
         (
@@ -392,13 +392,29 @@ async fn what_the_api_accepts_is_storable_and_what_it_cannot_store_is_refused_wi
     let edge = serde_json::json!({"eventId": "edge", "eventType": "a", "userId": "u",
         "timestamp": "9999-12-31T23:30:00+01:00", "properties": {"max": 9223372036854775807i64}});
     assert_eq!(app.post_event(&edge).await.status, 202);
+    // A client clock so far off that correcting for it would leave year 9999: the event is kept
+    // with its own timestamp rather than refused.
+    let skewed = serde_json::json!({"eventId": "skewed", "eventType": "a", "userId": "u",
+        "timestamp": "9999-12-31T23:30:00Z", "sentAt": "2020-01-01T00:00:00Z"});
+    assert_eq!(app.post_event(&skewed).await.status, 202);
     assert_eq!(
-        app.wait_for_events(doc! {"eventId": "edge"}, 1, Duration::from_secs(30))
-            .await,
-        1
+        app.wait_for_events(
+            doc! {"eventId": {"$in": ["edge", "skewed"]}},
+            2,
+            Duration::from_secs(30)
+        )
+        .await,
+        2
+    );
+    let stored = app.find_event("skewed").await.unwrap();
+    assert_eq!(
+        stored.get_datetime("timestamp").unwrap().timestamp_millis(),
+        chrono::DateTime::parse_from_rfc3339("9999-12-31T23:30:00Z")
+            .unwrap()
+            .timestamp_millis()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(app.count_events(doc! {}).await, 1);
+    assert_eq!(app.count_events(doc! {}).await, 2);
     assert_eq!(
         app.dead_letters().count_documents(doc! {}).await.unwrap(),
         0

@@ -46,6 +46,7 @@ async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
     })
     .await;
     let mut worker = WorkerProcess::start(&app.settings, "memory", &[]);
+    println!("peak RSS after start: {} MiB", peak_rss_mib("self"));
     let send = |body: Vec<u8>| {
         let app = &app;
         async move {
@@ -68,6 +69,10 @@ async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
         .map(|i| nested_batch(80, 9_000, &format!("x{i}")))
         .collect();
     assert!(attack[0].len() < 20_000, "{} bytes", attack[0].len());
+    println!(
+        "peak RSS with the bodies built: {} MiB",
+        peak_rss_mib("self")
+    );
     let replies = futures::future::join_all(attack.into_iter().map(send)).await;
     for r in &replies {
         assert!(
