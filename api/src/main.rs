@@ -73,7 +73,13 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id } => {
             let redis = sluice_shared::redis::connect(&settings.redis).await?;
-            if !auth::revoke(&pool, &redis, id, None).await? {
+            // The tombstone lives as long as the api's setting says (it must outlast the
+            // stale-if-error window), as it does when the api revokes.
+            let ttl = settings.api.key_tombstone_ttl_secs;
+            let revoked = auth::revoke_with_ttl(&pool, &redis, id, None, ttl)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !revoked {
                 anyhow::bail!("no live key with id {id}");
             }
             println!("revoked {id}");

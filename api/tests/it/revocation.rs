@@ -35,11 +35,27 @@ async fn a_key_revoked_through_the_admin_cli_is_refused_within_a_second() {
     let keys = store::list_keys(&pool, account).await.unwrap();
     assert!(keys[0].revoked_at.is_some());
     // Revoking again completes a revocation that was cut short (tombstone and broadcast again)...
+    // ...with a tombstone as long-lived as the api's setting says.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-api"))
         .args(["keys", "revoke", "--id", &record.id.to_string()])
+        .env("SLUICE_API__KEY_TOMBSTONE_TTL_SECS", "7200")
         .output()
         .unwrap();
-    assert!(again.status.success());
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let redis = sluice_shared::redis::connect(&settings.redis)
+        .await
+        .unwrap();
+    let ttl: i64 = fred::prelude::KeysInterface::ttl(
+        &redis,
+        sluice_shared::names::api_key_cache_key(&sluice_shared::apikey::hash(&key)),
+    )
+    .await
+    .unwrap();
+    assert!(ttl > 3_600, "tombstone TTL {ttl} s");
     // ...while a key that never existed is an error the CLI reports.
     let none = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-api"))
         .args(["keys", "revoke", "--id", &uuid::Uuid::now_v7().to_string()])
