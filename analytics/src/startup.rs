@@ -69,25 +69,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     ));
 }
 
-/// One path and the handler of each method it serves; any other method is answered 405 with
-/// `Allow` (not the app's 404, which a resource would otherwise fall back to).
+/// One path and the handler of each method it serves; any other method is 405 with `Allow`.
 fn at(
     path: &str,
     methods: Vec<(actix_web::http::Method, actix_web::Route)>,
 ) -> actix_web::Resource {
-    let allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
-    let allow = allow.join(", ");
-    let mut resource = web::resource(path);
-    for (method, route) in methods {
-        resource = resource.route(route.method(method));
-    }
-    resource.default_service(web::to(move |req: actix_web::HttpRequest| {
-        let err = crate::error::AnalyticsError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allow: allow.clone(),
-        };
-        async move { Err::<HttpResponse, _>(err) }
-    }))
+    sluice_shared::health::resource_at(path, methods, |method, allow| {
+        crate::error::AnalyticsError::MethodNotAllowed { method, allow }
+    })
 }
 
 pub struct Application {

@@ -264,6 +264,31 @@ fn starting_status(unavailable: bool) -> HttpResponse {
     }
 }
 
+/// A resource serving `methods` at `path`; any other method answers the error `not_allowed(method,
+/// allow)` builds (each service renders it as 405 with `Allow`, in the contract's error shape).
+pub fn resource_at<E>(
+    path: &str,
+    methods: Vec<(actix_web::http::Method, actix_web::Route)>,
+    not_allowed: fn(String, String) -> E,
+) -> actix_web::Resource
+where
+    E: actix_web::ResponseError + 'static,
+{
+    let allow = methods
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut resource = actix_web::web::resource(path);
+    for (method, route) in methods {
+        resource = resource.route(route.method(method));
+    }
+    resource.default_service(actix_web::web::to(move |req: actix_web::HttpRequest| {
+        let err = not_allowed(req.method().to_string(), allow.clone());
+        async move { Err::<HttpResponse, _>(err) }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
