@@ -28,19 +28,28 @@ def redis(*args):
     return sh(["redis-cli", "-p", "6380", *map(str, args)])
 
 
+PARTITIONS = int(os.environ.get("SLUICE_REDIS__PARTITIONS", "8"))
+
+
 def backlog():
-    """Unacknowledged entries, as the analytics pipeline view computes them."""
-    out = redis("XINFO", "GROUPS", "events:stream").split("\n")
-    kv = dict(zip(out[0::2], out[1::2]))
-    info = redis("XINFO", "STREAM", "events:stream").split("\n")
-    st = dict(zip(info[0::2], info[1::2]))
-    lag = kv.get("lag", "").strip()
-    length = int(st.get("length", "0"))
-    if kv.get("last-delivered-id") == st.get("last-generated-id"):
-        lag = 0
-    else:
-        lag = min(int(lag) if lag.isdigit() else length, length)
-    return int(kv.get("pending", "0")) + lag
+    """Unacknowledged entries over every partition, as the analytics pipeline view computes them."""
+    total = 0
+    for p in range(PARTITIONS):
+        stream = f"sluice:{{p{p}}}:events"
+        if redis("EXISTS", stream).strip() != "1":
+            continue
+        out = redis("XINFO", "GROUPS", stream).split("\n")
+        kv = dict(zip(out[0::2], out[1::2]))
+        info = redis("XINFO", "STREAM", stream).split("\n")
+        st = dict(zip(info[0::2], info[1::2]))
+        lag = kv.get("lag", "").strip()
+        length = int(st.get("length", "0"))
+        if kv.get("last-delivered-id") == st.get("last-generated-id"):
+            lag = 0
+        else:
+            lag = min(int(lag) if lag.isdigit() else length, length)
+        total += int(kv.get("pending", "0")) + lag
+    return total
 
 
 def wait_drained(limit=1800):

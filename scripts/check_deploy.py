@@ -58,6 +58,20 @@ with tempfile.TemporaryDirectory() as d:
     r = run(["nginx", "-t", "-c", str(wrapper), "-p", str(d), "-g", f"error_log {d}/logs/c.log;"])
     check(r.returncode == 0, f"deploy/nginx.compose.conf passes nginx -t {r.stderr.strip()[-300:]}")
 
+# The SDK intakes (Segment / RudderStack, PostHog) sit outside /api/: both configs send the same
+# paths to the api, and only those.
+def intake_routes(text):
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"location ~ (\^/\(v1/[^\s{]*)\s*\{[^}]*?proxy_pass http://(\w+);", text)]
+local_routes = intake_routes((ROOT / "nginx/nginx.conf.template").read_text())
+compose_routes = intake_routes((ROOT / "deploy/nginx.compose.conf").read_text())
+check(len(local_routes) == 1 and local_routes == compose_routes and local_routes[0][1] == "sluice_api",
+      f"the SDK intake paths go to the api, the same in nginx.conf.template and nginx.compose.conf {local_routes} {compose_routes}")
+pattern = re.compile(local_routes[0][0] if local_routes else "^$")
+intakes = [f"/v1/{x}" for x in "batch track identify page screen group alias".split()] + ["/batch", "/capture", "/e", "/i/v0/e", "/decide", "/flags"]
+check(all(pattern.search(p) and pattern.search(p + "/") for p in intakes)
+      and not any(pattern.search(p) for p in ["/", "/api/v1/events", "/v1/other", "/batches", "/e/x", "/index.html", "/app.js"]),
+      "the intake location matches every SDK path (with and without a trailing slash) and nothing else")
+
 # 3. Kubernetes.
 docs = [x for f in sorted((ROOT / "deploy/k8s").glob("*.yaml")) for x in yaml.safe_load_all(f.read_text()) if x]
 kinds = {}
@@ -73,8 +87,12 @@ for w in kinds.get("Deployment", []) + kinds.get("StatefulSet", []):
 pdb_targets = {tuple(p["spec"]["selector"]["matchLabels"].items()) for p in kinds.get("PodDisruptionBudget", [])}
 check(len(pdb_targets) == 3, "a PodDisruptionBudget for api, worker and analytics")
 so = kinds.get("ScaledObject", [{}])[0]
-trig = so.get("spec", {}).get("triggers", [{}])[0]
-check(trig.get("type") == "redis-streams" and trig["metadata"].get("stream") == "events:stream" and trig["metadata"].get("consumerGroup") == "workers" and so["spec"]["scaleTargetRef"]["name"] == "worker", "KEDA scales the worker on the stream's group lag")
+trigs = so.get("spec", {}).get("triggers", [])
+config_map = next(d for d in docs if d.get("kind") == "ConfigMap")
+partitions = int(config_map["data"].get("SLUICE_REDIS__PARTITIONS", "8"))
+check(sorted(t["metadata"].get("stream") for t in trigs) == sorted(f"sluice:{{p{p}}}:events" for p in range(partitions))
+      and all(t.get("type") == "redis-streams" and t["metadata"].get("consumerGroup") == "workers" for t in trigs)
+      and so["spec"]["scaleTargetRef"]["name"] == "worker", "KEDA scales the worker on the group lag of every partition stream")
 worker = kinds["StatefulSet"][0]["spec"]["template"]["spec"]["containers"][0]
 check(any(e["name"] == "SLUICE_WORKER__CONSUMER_NAME" and "fieldRef" in e.get("valueFrom", {}) for e in worker["env"]), "worker consumer name is the pod name")
 
@@ -95,7 +113,7 @@ for job in prom["scrape_configs"]:
 check(ports == {"sluice-api": 3001, "sluice-worker": 3003, "sluice-analytics": 3002}, f"scrape ports are the services' ports {ports}")
 dash = json.loads((ROOT / "deploy/grafana/dashboards/sluice.json").read_text())
 exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
-for metric in ["sluice_events_total", "sluice_http_request_duration_seconds_bucket", "sluice_stream_backlog_entries", "sluice_worker_lag_entries", "sluice_worker_flush_duration_seconds_bucket", "dead_lettered", "sluice_http_requests_total"]:
+for metric in ["sluice_events_total", "sluice_http_request_duration_seconds_bucket", "sluice_stream_backlog_events", "sluice_worker_lag_entries", "sluice_worker_flush_duration_seconds_bucket", "dead_lettered", "sluice_http_requests_total"]:
     check(metric in exprs, f"Grafana dashboard charts {metric}")
 for f in (ROOT / "deploy/grafana/provisioning").rglob("*.yml"):
     check(isinstance(yaml.safe_load(f.read_text()), dict), f"{f.relative_to(ROOT)} parses")
@@ -123,7 +141,7 @@ profile = os.environ.get("CHECK_PROFILE", "debug")
 for job, port in ports.items():
     if not open_port(port):
         exe = ROOT / "target" / profile / bins[port]
-        e = {**os.environ, "SLUICE_AUTH__JWT_SECRET": "deploy-check-secret-0123456789abcdef0123", "SLUICE_REDIS__STREAM_KEY": f"deploycheck:{os.getpid()}", "SLUICE_MONGO__DATABASE": f"sluice_deploycheck_{os.getpid()}"}
+        e = {**os.environ, "SLUICE_AUTH__JWT_SECRET": "deploy-check-secret-0123456789abcdef0123", "SLUICE_REDIS__KEY_PREFIX": f"deploycheck-{os.getpid()}", "SLUICE_MONGO__DATABASE": f"sluice_deploycheck_{os.getpid()}"}
         started.append(subprocess.Popen([str(exe)], env=e, stdout=subprocess.DEVNULL))
         for _ in range(100):
             if open_port(port):

@@ -2,22 +2,30 @@
 """Overload soak on processes of its own (issue 19, section 3).
 
 Starts its own `sluice-api` and `sluice-worker` (target/$PROFILE/, built if missing) on free ports,
-with a stream key (`soak:<uuid>:events:stream`), a MongoDB database (`sluice_soak_<id>`) and a JWT
-secret of their own, against the shared Redis, PostgreSQL and MongoDB; creates its account and key
+with a Redis key prefix (`soak-<uuid>`: its streams are `soak-<uuid>:{p<N>}:events`), a MongoDB
+database (`sluice_soak_<id>`) and a JWT secret of their own, against the shared Redis (one server, or
+a Redis Cluster given as a seed list), PostgreSQL and MongoDB; creates its account and key
 with the api's admin CLI. It offers about three times what the worker stores (batches of 100) for
 `--secs`, kills its worker with `kill -9` half way and starts it again with the same environment,
 waits for the drain and compares what its database holds with what was accepted. Whatever happens,
-it stops its processes, drops its database and deletes its stream key (and its dedup keys).
+it stops its processes, drops its database and deletes every Redis key of its prefix (SCAN MATCH
+`soak-<uuid>:*` on every master).
 It fails (exit 1) on any violation:
   - an answer other than 200/202, or 429/503 with Retry-After; a timeout; a reset connection;
   - a batch item other than `accepted` (the soak's events are valid and fresh);
-  - Redis used_memory above its maxmemory, when one is set (the soak never changes Redis' config);
+  - Redis used_memory above its maxmemory, when one is set (the soak never changes Redis' config;
+    in a cluster, on any master);
   - its api's or worker's RSS above --max-rss-mb;
   - after the drain, stored eventIds != accepted eventIds (each exactly once), or any of them in a
     dead-letter or quarantine collection.
 
 Its own HTTP/1.1 client (asyncio, keep-alive) is used rather than sluice-loadtest because the soak
 must know which eventIds were accepted and whether every shed answer carried Retry-After.
+scripts/cluster_suite.py imports this file's Redis client, service and HTTP helpers.
+
+Stream entries carry several events each (field `e`, a JSON array): the backlog the group holds is
+counted in entries (exact: pending + lag over every partition, zero once drained), and turned into an
+estimate of events with each partition's `<prefix>:{p<N>}:meta` `events` count ÷ its entries-added.
 
 Usage: scripts/soak.py            (make test: 20 s of load)
        scripts/soak.py --secs 300 (make soak)
@@ -86,60 +94,283 @@ def parse_args():
 # ---------------------------------------------------------------------------------------------
 # Small I/O helpers: Redis over RESP, /proc, the services' HTTP endpoints.
 
-class Redis:
-    def __init__(self, url):
-        u = urllib.parse.urlparse(url)
-        self.addr = (u.hostname or "127.0.0.1", u.port or 6379)
-        self.auth = ([urllib.parse.unquote(u.username)] if u.username else []) + [
-            urllib.parse.unquote(u.password)] if u.password else []
-        self.db = (u.path or "/").strip("/") or "0"
+class RedisError(RuntimeError):
+    """An error reply (`-ERR …`, `-MOVED …`), returned in place of a reply rather than raised."""
 
-    def pipeline(self, *commands):
-        """Commands over one connection, replies in order (bulk strings, arrays, integers)."""
-        setup = ([("AUTH", *self.auth)] if self.auth else []) + ([("SELECT", self.db)] if self.db != "0" else [])
+
+def _crc16(data):
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16_TABLE[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+def _crc16_table():
+    table = []
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x1021) if c & 0x8000 else c << 1
+        table.append(c & 0xFFFF)
+    return table
+
+
+_CRC16_TABLE = _crc16_table()
+
+
+def key_slot(key):
+    """The Redis Cluster slot of a key: CRC16 of its hash tag (`{…}`) or of the whole key."""
+    k = key.encode() if isinstance(key, str) else key
+    s = k.find(b"{")
+    if s >= 0:
+        e = k.find(b"}", s + 1)
+        if e > s + 1:
+            k = k[s + 1:e]
+    return _crc16(k) % 16384
+
+
+def partition_stream(prefix, p):
+    return f"{prefix}:{{p{p}}}:events"
+
+
+def partition_meta(prefix, p):
+    """The partition's meta hash: `events` (events ever queued) and `last` (newest entry id)."""
+    return f"{prefix}:{{p{p}}}:meta"
+
+
+def stream_id(s):
+    """`1700000000000-3` -> (1700000000000, 3), for comparing stream ids."""
+    ms, _, seq = (s or "0-0").partition("-")
+    return int(ms), int(seq or 0)
+
+
+# The first argument that is a key, by command (cluster routing); commands not listed take none.
+_KEY_ARG = {"XINFO": 2, "XGROUP": 2, "MEMORY": 2, "OBJECT": 2, "EVAL": 3, "EVALSHA": 3}
+
+
+class Redis:
+    """A small RESP client: one server (`redis://host:port[/db]`), or a Redis Cluster given as a
+    comma-separated seed list (`redis://127.0.0.1:7001,redis://127.0.0.1:7002,…`), whose keyed
+    commands are routed by slot (MOVED refreshes the slot map, ASK is followed once)."""
+
+    def __init__(self, url, timeout=10):
+        urls = [u.strip() for u in url.replace("redis-cluster://", "redis://").split(",") if u.strip()]
+        self.cluster = len(urls) > 1 or url.startswith("redis-cluster://")
+        self.seeds = []
+        for raw in urls:
+            u = urllib.parse.urlparse(raw)
+            self.seeds.append((u.hostname or "127.0.0.1", u.port or 6379))
+        u = urllib.parse.urlparse(urls[0])
+        self.auth = ([urllib.parse.unquote(u.username)] if u.username else []) + (
+            [urllib.parse.unquote(u.password)] if u.password else [])
+        self.db = (u.path or "/").strip("/") or "0"
+        self.addr = self.seeds[0]
+        self.timeout = timeout
+        self.slot_map = None  # [(first, last, (host, port))], cluster mode
+
+    # -- one node ---------------------------------------------------------------------------
+    def node_pipeline(self, addr, commands):
+        """Commands over one connection to one node; replies in order, errors as RedisError."""
+        setup = ([("AUTH", *self.auth)] if self.auth else []) + (
+            [("SELECT", self.db)] if self.db != "0" and not self.cluster else [])
         cmds = setup + list(commands)
-        with socket.create_connection(self.addr, timeout=10) as s:
+        with socket.create_connection(tuple(addr), timeout=self.timeout) as s:
             s.sendall(b"".join(f"*{len(c)}\r\n".encode() + b"".join(
-                f"${len(str(a).encode())}\r\n{a}\r\n".encode() for a in c) for c in cmds))
+                (lambda b: f"${len(b)}\r\n".encode() + b + b"\r\n")(
+                    a if isinstance(a, bytes) else str(a).encode()) for a in c) for c in cmds))
             f = s.makefile("rb")
 
             def read():
-                line = f.readline().rstrip(b"\r\n")
+                line = f.readline()
+                if not line:
+                    raise ConnectionError(f"Redis {addr[0]}:{addr[1]} closed the connection")
+                line = line.rstrip(b"\r\n")
                 kind, rest = line[:1], line[1:]
                 if kind == b"$":
                     n = int(rest)
-                    return None if n < 0 else f.read(n + 2)[:-2].decode()
+                    return None if n < 0 else f.read(n + 2)[:-2].decode(errors="replace")
                 if kind == b"*":
                     n = int(rest)
                     return None if n < 0 else [read() for _ in range(n)]
                 if kind == b"-":
-                    return RuntimeError(rest.decode())
+                    return RedisError(rest.decode())
                 if kind == b":":
                     return int(rest)
                 return rest.decode()
 
-            replies = [read() for _ in cmds][len(setup):]
-        for r in replies:
-            if isinstance(r, RuntimeError) and not str(r).startswith("NOGROUP") and "no such key" not in str(r):
-                raise r
+            return [read() for _ in cmds][len(setup):]
+
+    def node_cmd(self, addr, *args):
+        r = self.node_pipeline(addr, [args])[0]
+        if isinstance(r, RedisError):
+            raise r
+        return r
+
+    # -- the cluster's slot map ---------------------------------------------------------------
+    def refresh(self):
+        last = None
+        for addr in ([self.addr] + [a for a in self.seeds if a != self.addr]):
+            try:
+                reply = self.node_cmd(addr, "CLUSTER", "SLOTS")
+            except (OSError, RedisError) as e:
+                last = e
+                continue
+            self.slot_map = sorted((r[0], r[1], (r[2][0] or addr[0], int(r[2][1]))) for r in reply)
+            self.addr = addr
+            return
+        raise ConnectionError(f"no seed node answers CLUSTER SLOTS: {last!r}")
+
+    def node_of_slot(self, slot):
+        if self.slot_map is None:
+            self.refresh()
+        for first, last, addr in self.slot_map:
+            if first <= slot <= last:
+                return addr
+        raise RedisError(f"CLUSTERDOWN slot {slot} is not served")
+
+    def masters(self):
+        """Every node serving slots (the one server, outside a cluster)."""
+        if not self.cluster:
+            return [self.addr]
+        self.refresh()
+        return sorted({addr for _, _, addr in self.slot_map})
+
+    def _route(self, c):
+        name = str(c[0]).upper()
+        i = _KEY_ARG.get(name, 1)
+        if name in ("XREAD", "XREADGROUP"):
+            i = next((j + 1 for j, a in enumerate(c) if str(a).upper() == "STREAMS"), len(c))
+        if not self.cluster or len(c) <= i or str(c[0]).upper() in ("INFO", "PING", "CLUSTER", "SCAN"):
+            return self.addr if not self.cluster else None
+        return self.node_of_slot(key_slot(c[i]))
+
+    # -- what callers use -----------------------------------------------------------------------
+    def pipeline(self, *commands, raise_errors=True):
+        """Replies in order. Outside a cluster, one connection; in a cluster, one per node, each
+        command sent to the node of its key (keyless ones to any node). NOGROUP and `no such key`
+        come back as RedisError; other errors raise unless raise_errors is False."""
+        commands = list(commands)
+        replies = [None] * len(commands)
+        if not self.cluster:
+            replies = self.node_pipeline(self.addr, commands)
+        else:
+            for attempt in range(2):  # a node gone (a failover): the slot map again, once
+                try:
+                    by_node = {}
+                    for i, c in enumerate(commands):
+                        addr = self._route(c) or self.addr
+                        by_node.setdefault(addr, []).append(i)
+                    for addr, idx in by_node.items():
+                        for i, r in zip(idx, self.node_pipeline(addr, [commands[i] for i in idx])):
+                            replies[i] = r
+                    break
+                except OSError:
+                    if attempt:
+                        raise
+                    self.refresh()
+            for i, r in enumerate(replies):
+                for _ in range(3):  # a slot that moved meanwhile: MOVED, or ASK while it moves
+                    if not isinstance(r, RedisError):
+                        break
+                    word, *rest = str(r).split()
+                    if word == "MOVED" and len(rest) == 2:
+                        self.refresh()
+                        host, _, port = rest[1].rpartition(":")
+                        r = self.node_pipeline((host or self.addr[0], int(port)), [commands[i]])[0]
+                    elif word == "ASK" and len(rest) == 2:
+                        host, _, port = rest[1].rpartition(":")
+                        r = self.node_pipeline((host or self.addr[0], int(port)),
+                                               [("ASKING",), commands[i]])[1]
+                    else:
+                        break
+                replies[i] = r
+        if raise_errors:
+            for r in replies:
+                if isinstance(r, RedisError) and not str(r).startswith("NOGROUP") and "no such key" not in str(r):
+                    raise r
         return replies
 
     def cmd(self, *args):
         return self.pipeline(args)[0]
 
-    def memory(self):
-        fields = dict(l.split(":", 1) for l in self.cmd("INFO", "memory").splitlines() if ":" in l)
-        return int(fields["used_memory"]), int(fields["maxmemory"]), fields.get("maxmemory_policy", "")
+    def info(self, addr, section):
+        text = self.node_cmd(addr, "INFO", section)
+        return dict(l.split(":", 1) for l in text.splitlines() if ":" in l)
 
-    def backlog(self, stream, group="workers"):
-        """Entries of the stream the worker group has not acknowledged: lag + pending."""
-        groups = self.cmd("XINFO", "GROUPS", stream)
-        total = 0
-        for g in groups if isinstance(groups, list) else []:
-            g = dict(zip(g[::2], g[1::2]))
-            if g.get("name") == group:
-                total += int(g.get("pending") or 0) + int(g.get("lag") or 0)
-        return total
+    def memory(self):
+        """(used_memory, maxmemory, policy): the fullest node's, in a cluster."""
+        best = None
+        for addr in self.masters():
+            f = self.info(addr, "memory")
+            m = (int(f["used_memory"]), int(f["maxmemory"]), f.get("maxmemory_policy", "").strip())
+            if best is None or (m[1] and m[0] / m[1] > (best[0] / best[1] if best[1] else 0)):
+                best = m
+        return best
+
+    def unlink_matching(self, pattern):
+        """SCAN MATCH pattern on every master and UNLINK what it finds; how many keys went."""
+        n = 0
+        for addr in self.masters():
+            cursor = "0"
+            while True:
+                cursor, keys = self.node_cmd(addr, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                if keys:
+                    # One key per UNLINK: keys of different slots may not share a command in a cluster.
+                    for r in self.node_pipeline(addr, [("UNLINK", k) for k in keys]):
+                        if isinstance(r, RedisError):
+                            raise r
+                        n += r
+                if str(cursor) == "0":
+                    break
+        return n
+
+    def streams_state(self, prefix, partitions, group="workers"):
+        """Per partition: {entries, added, pending, lag, delivered, last, queued, memory}, read
+        with XINFO STREAM/GROUPS, HGET <prefix>:{pN}:meta events and MEMORY USAGE. `lag` is the
+        group's (entries not yet delivered), derived from entries-added - entries-read when Redis
+        reports none; `drained` says everything was delivered and acknowledged."""
+        cmds = []
+        for p in range(partitions):
+            s = partition_stream(prefix, p)
+            cmds += [("XINFO", "STREAM", s), ("XINFO", "GROUPS", s), ("HGET", partition_meta(prefix, p), "events"),
+                     ("MEMORY", "USAGE", s)]
+        replies = self.pipeline(*cmds)
+        out = []
+        for p in range(partitions):
+            info, groups, queued, mem = replies[4 * p:4 * p + 4]
+            st = {"partition": p, "exists": isinstance(info, list), "entries": 0, "added": 0,
+                  "last": "0-0", "pending": 0, "lag": 0, "delivered": "0-0", "group": False,
+                  "queued": int(queued or 0), "memory": mem if isinstance(mem, int) else 0}
+            if isinstance(info, list):
+                i = dict(zip(info[::2], info[1::2]))
+                st.update(entries=int(i.get("length") or 0), added=int(i.get("entries-added") or 0),
+                          last=i.get("last-generated-id") or "0-0")
+            for g in groups if isinstance(groups, list) else []:
+                g = dict(zip(g[::2], g[1::2]))
+                if g.get("name") != group:
+                    continue
+                st["group"] = True
+                st["pending"] = int(g.get("pending") or 0)
+                st["delivered"] = g.get("last-delivered-id") or "0-0"
+                lag = g.get("lag")
+                if lag is None:
+                    read = g.get("entries-read")
+                    lag = max(0, st["added"] - int(read)) if read is not None else st["entries"]
+                st["lag"] = int(lag)
+            st["drained"] = not st["exists"] or (
+                st["group"] and st["pending"] == 0 and stream_id(st["delivered"]) >= stream_id(st["last"]))
+            out.append(st)
+        return out
+
+
+def backlog_of(states):
+    """(entries the group has not acknowledged, an estimate of the events they carry, drained)."""
+    entries = sum(s["pending"] + s["lag"] for s in states)
+    events = 0.0
+    for s in states:
+        per_entry = s["queued"] / s["added"] if s["added"] else 1.0
+        events += (s["pending"] + s["lag"]) * per_entry
+    return entries, round(events), all(s["drained"] for s in states)
 
 
 def free_port():
@@ -383,14 +614,15 @@ class Run:
         self.args = args
         self.uuid = uuid.uuid4()
         self.id = self.uuid.hex[:12]
-        self.stream = f"soak:{self.uuid}:events:stream"
+        self.prefix = f"soak-{self.uuid}"
+        self.partitions = int(os.environ.get("SLUICE_REDIS__PARTITIONS") or 8)
         self.database = f"sluice_soak_{self.id}"
         self.redis = Redis(args.redis_url)
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.api = self.worker = None
         self.account = None
-        self.dedup_ids = set()
+        self.unlinked = None  # Redis keys of the prefix deleted by cleanup
 
     def setup(self):
         exes = binaries(self.args.profile)
@@ -400,7 +632,8 @@ class Run:
             "SLUICE_REDIS__URL": self.args.redis_url,
             "SLUICE_POSTGRES__URL": self.args.postgres_url,
             "SLUICE_MONGO__URL": self.args.mongo_url,
-            "SLUICE_REDIS__STREAM_KEY": self.stream,
+            "SLUICE_REDIS__KEY_PREFIX": self.prefix,
+            "SLUICE_REDIS__PARTITIONS": str(self.partitions),
             "SLUICE_MONGO__DATABASE": self.database,
             "SLUICE_AUTH__JWT_SECRET": base64.b64encode(secrets.token_bytes(48)).decode(),
             "SLUICE_API__HOST": "127.0.0.1", "SLUICE_API__PORT": str(api_port),
@@ -429,23 +662,20 @@ class Run:
         except Exception as e:  # noqa: BLE001 — report, and still delete the Redis keys
             notes.append(f"could not drop MongoDB database {self.database}: {e!r}")
         try:
-            self.redis.cmd("UNLINK", self.stream)
-            ids = sorted(self.dedup_ids)
-            for i in range(0, len(ids), 1000):
-                self.redis.cmd("UNLINK", *[f"dedup:{self.account}:{e}" for e in ids[i:i + 1000]])
+            self.unlinked = self.redis.unlink_matching(f"{self.prefix}:*")
         except Exception as e:  # noqa: BLE001
-            notes.append(f"could not delete the Redis keys of {self.stream}: {e!r}")
+            notes.append(f"could not delete the Redis keys {self.prefix}:*: {e!r}")
         return notes
 
 
 async def soak(args, run):
     wall0 = time.monotonic()
     fig = Figures()
-    run.dedup_ids = fig.accepted  # what cleanup unlinks, also after a failure
     notes = []
     # Never more calibration than half the load: it must end before the worker is killed.
     calibrate_secs = min(args.calibrate_secs, args.secs / 2)
-    print(f"soak: run {run.uuid}: stream {run.stream}, database {run.database}", flush=True)
+    print(f"soak: run {run.uuid}: Redis keys {run.prefix}:* ({run.partitions} partitions), "
+          f"database {run.database}", flush=True)
     run.setup()
     setup_secs = time.monotonic() - wall0
     _, maxmem, policy = run.redis.memory()
@@ -471,11 +701,12 @@ async def soak(args, run):
     redis_peak = [0]
     stream_mem_peak = [0]
     backlog_peak = [0]
+    backlog_events_peak = [0]
     killed_at = restarted_pid = None
     stored_rate = None          # the first measurement, after --calibrate-secs
     offers = []                 # (seconds into the load, events/s offered from then)
     # What the worker stored so far, read from Redis rather than from its metrics (which a kill -9
-    # resets): events accepted minus the group's lag + pending.
+    # resets): events accepted minus the events in the group's lag + pending entries (estimated).
     stored_hist = []            # (monotonic, estimated events stored)
 
     def sample():
@@ -486,29 +717,26 @@ async def soak(args, run):
                     p = peaks.setdefault(f"{s.name}#{s.proc.pid}", dict.fromkeys(fields, 0))
                     for k in fields:
                         p[k] = max(p[k], v.get(k, 0))
-        (info, mem, groups) = run.redis.pipeline(("INFO", "memory"), ("MEMORY", "USAGE", run.stream),
-                                                 ("XINFO", "GROUPS", run.stream))
-        f = dict(l.split(":", 1) for l in info.splitlines() if ":" in l)
-        used, m = int(f["used_memory"]), int(f["maxmemory"])
-        redis_peak[0] = max(redis_peak[0], used)
-        stream_mem_peak[0] = max(stream_mem_peak[0], mem if isinstance(mem, int) else 0)
-        backlog = 0
-        for g in groups if isinstance(groups, list) else []:
-            g = dict(zip(g[::2], g[1::2]))
-            if g.get("name") == "workers":
-                backlog += int(g.get("pending") or 0) + int(g.get("lag") or 0)
-        backlog_peak[0] = max(backlog_peak[0], backlog)
-        if m and used > m:
-            fig.violation(f"Redis used_memory {used} over its maxmemory {m}")
-        return backlog
+        for addr in run.redis.masters():
+            f = run.redis.info(addr, "memory")
+            used, m = int(f["used_memory"]), int(f["maxmemory"])
+            redis_peak[0] = max(redis_peak[0], used)
+            if m and used > m:
+                fig.violation(f"Redis {addr[0]}:{addr[1]} used_memory {used} over its maxmemory {m}")
+        states = run.redis.streams_state(run.prefix, run.partitions)
+        stream_mem_peak[0] = max(stream_mem_peak[0], sum(s["memory"] for s in states))
+        entries, events, drained = backlog_of(states)
+        backlog_peak[0] = max(backlog_peak[0], entries)
+        backlog_events_peak[0] = max(backlog_events_peak[0], events)
+        return entries, events, drained
 
     offers.append((0, rate_box[0]))
     next_adjust = t_start + calibrate_secs
     while not pace.done():
         await asyncio.sleep(1)
-        backlog = sample()
+        _, backlog_events, _ = sample()
         now = time.monotonic()
-        stored_hist.append((now, len(fig.accepted) - backlog))
+        stored_hist.append((now, len(fig.accepted) - backlog_events))
         # Offer `--overload` times what the worker stored over the last 10 s: measured once after
         # the calibration, then again every 5 s, as the store rate moves with the machine's load.
         if not args.rate and now >= next_adjust:
@@ -545,10 +773,10 @@ async def soak(args, run):
     t_drain = time.monotonic()
     last, last_change = None, time.monotonic()
     while True:
-        backlog = sample()
+        backlog, _, drained = sample()
         if backlog != last:
             last, last_change = backlog, time.monotonic()
-        if backlog == 0:
+        if drained:
             break
         if not run.worker.alive():
             fig.violation(f"the worker exited ({run.worker.proc.returncode}) with {backlog} entries "
@@ -604,6 +832,8 @@ async def soak(args, run):
         "worker_killed_at_secs": round(killed_at or 0, 1), "worker_restarted_pid": restarted_pid,
         "stored": len(stored_ids), "stored_distinct": len(stored_set), "dead_or_quarantined": elsewhere,
         "drain_secs": round(drain_secs, 1), "backlog_peak_entries": backlog_peak[0],
+        "backlog_peak_events_estimate": backlog_events_peak[0], "redis_key_prefix": run.prefix,
+        "partitions": run.partitions,
         "stream_memory_peak_mib": round(stream_mem_peak[0] / 2**20),
         "redis_used_memory_peak_mib": round(redis_peak[0] / 2**20),
         "redis_maxmemory_mib": round(maxmem / 2**20), "redis_policy": policy,
@@ -631,6 +861,7 @@ def main():
     report["cleanup_secs"] = round(time.monotonic() - t, 1)
     report["wall_secs"] = round(time.monotonic() - wall0, 1)
     report["notes"] += cleanup_notes
+    report["redis_keys_unlinked"] = run.unlinked
     (run.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     shed = sum(report["shed_events_by_status"].values())

@@ -2,6 +2,10 @@
 # The local stack: installs what is missing, starts Redis, PostgreSQL and the MongoDB server (and,
 # for `up`, the Sluice services) with data under .data/, and stops exactly what it started.
 # Every start is skipped when that server already answers, so running it twice changes nothing.
+# SLUICE_REDIS_MODE=cluster (`make up REDIS=cluster`) starts the 6-node Redis Cluster of
+# scripts/redis_cluster.sh (7001-7006) instead of the one Redis, and gives the services its seed
+# list as SLUICE_REDIS__URL; `single` the one Redis on 6380. Unset, `up` keeps the mode the running
+# services were started with ($RUN/redis-mode), else single; `down` stops the cluster if it runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,12 +36,36 @@ READY_TIMEOUT_SECS=${SLUICE_READY_TIMEOUT_SECS:-300}
 # which may be private to its owner (mode 700).
 NGINX_USER=${SLUICE_NGINX_USER:-sluice}
 
+CLUSTER_SH=$ROOT/scripts/redis_cluster.sh
+REDIS_MODE=${SLUICE_REDIS_MODE:-}
+case "$REDIS_MODE" in
+  ''|single|cluster) ;;
+  *) echo "REDIS (SLUICE_REDIS_MODE) must be single or cluster, not '$REDIS_MODE'" >&2; exit 2 ;;
+esac
+# The Redis the services use: the cluster's seed list in cluster mode (set in redis_mode).
 export SLUICE_REDIS__URL=${SLUICE_REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}
 export SLUICE_POSTGRES__URL=${SLUICE_POSTGRES__URL:-postgres://postgres@127.0.0.1:$PG_PORT/sluice}
 export SLUICE_MONGO__URL=${SLUICE_MONGO__URL:-mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+cluster() { SLUICE_DATA_DIR=$DATA "$CLUSTER_SH" "$@"; }
+
+# Settles REDIS_MODE: as asked, else what the running services were started with, else single;
+# with `warn`, says so when the running services use the other mode (start_service skips them).
+redis_mode() { # [warn]
+  local running=
+  [ -f "$RUN/redis-mode" ] && port_open "$API_PORT" && running=$(cat "$RUN/redis-mode")
+  if [ -z "$REDIS_MODE" ]; then REDIS_MODE=${running:-single}; fi
+  if [ "${1:-}" = warn ] && [ -n "$running" ] && [ "$running" != "$REDIS_MODE" ]; then
+    printf '\033[1;33mstack: warning: the running services use Redis in %s mode, not %s; `make down` first to switch\033[0m\n' \
+      "$running" "$REDIS_MODE" >&2
+  fi
+  if [ "$REDIS_MODE" = cluster ]; then
+    SLUICE_REDIS__URL=$(cluster seeds)
+    export SLUICE_REDIS__URL
+  fi
+}
 wait_port() { # port name seconds
   for _ in $(seq 1 $(( ${3:-30} * 10 ))); do port_open "$1" && return 0; sleep 0.1; done
   echo "$2 did not answer on port $1; see $LOGS" >&2; return 1
@@ -169,6 +197,11 @@ tools() {
     log "installing playwright-core (npm) for the browser tests"
     (cd "$ROOT/nginx" && npm install --silent --no-audit --no-fund >/dev/null)
   fi
+  # `make lint` checks that every crate uses each dependency it declares.
+  if [ "$("$ROOT/.tools/bin/cargo-machete" --version 2>/dev/null)" != 0.9.2 ]; then
+    log "building cargo-machete 0.9.2 into .tools (about 2 minutes, once)"
+    cargo install -q --locked cargo-machete --version 0.9.2 --root "$ROOT/.tools"
+  fi
   if [ ! -x "$ROOT/.tools/node_modules/.bin/mongosh" ]; then
     log "installing mongosh into .tools (npm)"
     mkdir -p "$ROOT/.tools"
@@ -217,8 +250,11 @@ start_nginx() {
   user=$(nginx_user)
   www=$(nginx_www)
   sync_dashboard "$www" "$user"
-  if port_open "$NGINX_PORT"; then return; fi
-  log "starting nginx on $NGINX_PORT (workers as $user)"
+  # A running nginx that this stack started reloads the freshly rendered config (a changed
+  # template takes effect on `up`); one that it did not start is left alone.
+  local ours=
+  [ -s "$RUN/nginx.pid" ] && kill -0 "$(cat "$RUN/nginx.pid")" 2>/dev/null && ours=1
+  if port_open "$NGINX_PORT" && [ -z "$ours" ]; then return; fi
   mkdir -p "$DATA/nginx" "$LOGS" "$RUN"
   cp "$ROOT/nginx/proxy_common.conf" "$DATA/nginx/proxy_common.conf"
   # The master (root) reads the config and opens the logs and the pid file under .data; the temp
@@ -229,13 +265,24 @@ start_nginx() {
       -e "s|@HTML@|$www/html|g" -e "s|@MIME@|/etc/nginx/mime.types|g" \
       "$ROOT/nginx/nginx.conf.template" >"$DATA/nginx/nginx.conf"
   "$(nginx_bin)" -t -q -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
+  if port_open "$NGINX_PORT"; then
+    log "reloading nginx on $NGINX_PORT"
+    "$(nginx_bin)" -s reload -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
+    return
+  fi
+  log "starting nginx on $NGINX_PORT (workers as $user)"
   "$(nginx_bin)" -c "$DATA/nginx/nginx.conf" -p "$DATA/nginx" -g "error_log $LOGS/nginx-error.log;"
   wait_port "$NGINX_PORT" nginx
 }
 
+start_cluster() {
+  log "starting the Redis Cluster (scripts/redis_cluster.sh up)"
+  cluster up
+}
+
 infra() {
   install
-  start_redis
+  if [ "$REDIS_MODE" = cluster ]; then start_cluster; else start_redis; fi
   start_postgres
   start_mongo
 }
@@ -243,9 +290,9 @@ infra() {
 build() {
   log "building sluice-api, sluice-worker and sluice-analytics ($PROFILE)"
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p sluice-api -p sluice-worker -p sluice-analytics
+    cargo build --release -p sluice-api -p sluice-worker -p sluice-analytics
   else
-    cargo build -q -p sluice-api -p sluice-worker -p sluice-analytics
+    cargo build -p sluice-api -p sluice-worker -p sluice-analytics
   fi
 }
 
@@ -272,10 +319,16 @@ up() {
   jwt_secret
   build
   "$(bin sluice-api)" migrate >/dev/null
+  if ! port_open "$API_PORT"; then mkdir -p "$RUN"; echo "$REDIS_MODE" >"$RUN/redis-mode"; fi
   start_service api "$API_PORT" "$(bin sluice-api)"
   start_service worker "$WORKER_PORT" "$(bin sluice-worker)"
   start_service analytics "$ANALYTICS_PORT" "$(bin sluice-analytics)"
   start_nginx
+  local servers="Redis      127.0.0.1:$REDIS_PORT   PostgreSQL 127.0.0.1:$PG_PORT   MongoDB 127.0.0.1:$MONGO_PORT"
+  if [ "$REDIS_MODE" = cluster ]; then
+    servers=$(printf 'Redis      Cluster %s  (scripts/redis_cluster.sh status)\n  PostgreSQL 127.0.0.1:%s   MongoDB 127.0.0.1:%s' \
+      "$(cluster seeds | sed 's|redis://||g')" "$PG_PORT" "$MONGO_PORT")
+  fi
   local key
   key=$("$(bin sluice-api)" demo --key-file "$DATA/demo-key" | tail -1)
   cat <<TXT
@@ -285,7 +338,7 @@ Sluice is up.
   api        http://127.0.0.1:$API_PORT   (docs: /api/docs, health: /api/health, metrics: /metrics)
   analytics  http://127.0.0.1:$ANALYTICS_PORT   (health: /api/health, metrics: /metrics)
   worker     http://127.0.0.1:$WORKER_PORT   (health: /api/health, metrics: /metrics)
-  Redis      127.0.0.1:$REDIS_PORT   PostgreSQL 127.0.0.1:$PG_PORT   MongoDB 127.0.0.1:$MONGO_PORT
+  $servers
   logs       $LOGS/
 
 Dashboard:    http://127.0.0.1:$NGINX_PORT   (log in as demo@sluice.local / sluice-demo-password)
@@ -318,6 +371,9 @@ down() {
   stop_pid api
   stop_pid mongo
   stop_pid redis
+  rm -f "$RUN/redis-mode"
+  # The Redis Cluster of `make up REDIS=cluster`, when one of its nodes was started under $DATA.
+  if compgen -G "$RUN/redis-cluster-*.pid" >/dev/null; then cluster down; fi
   if [ -f "$DATA/pg/postmaster.pid" ]; then
     log "stopping PostgreSQL"
     as_postgres "$PG_BIN/pg_ctl" -D "$DATA/pg" -m fast stop >/dev/null || true
@@ -328,8 +384,8 @@ case "${1:-}" in
   install) install ;;
   nginx) start_nginx ;;
   tools) tools ;;
-  infra) infra ;;
-  up) up ;;
+  infra) REDIS_MODE=${REDIS_MODE:-single}; redis_mode; infra ;;
+  up) redis_mode warn; up ;;
   down) down ;;
   *) echo "usage: $0 install|tools|infra|nginx|up|down" >&2; exit 2 ;;
 esac

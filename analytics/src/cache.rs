@@ -1,13 +1,18 @@
 //! The answer cache: `moka` bounded by the answers' size, concurrent misses for one key computed
 //! once (`try_get_with`), and a TTL checked against a clock the caller provides, so tests move time
-//! instead of sleeping.
+//! instead of sleeping. An answer is kept as its encoded JSON, under a typed [`CacheKey`].
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use actix_web::web::Bytes;
+use anyhow::Context;
+use serde::Serialize;
+use sluice_http::ApiError;
+use uuid::Uuid;
 
-use crate::error::AnalyticsError;
+use crate::params::{Bucket, Cursor, Range};
 
 pub trait Clock: Send + Sync {
     fn now(&self) -> Instant;
@@ -47,15 +52,55 @@ impl Clock for ManualClock {
     }
 }
 
+/// What an answer is cached under: the endpoint, the account, and every parameter the answer
+/// depends on. Two requests share an answer exactly when their keys are equal; no account's key
+/// equals another's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(
+    tag = "answer",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum CacheKey {
+    Summary {
+        account: Uuid,
+        range: Range,
+    },
+    Timeseries {
+        account: Uuid,
+        range: Range,
+        bucket: Bucket,
+        event_type: Option<String>,
+    },
+    UserEvents {
+        account: Uuid,
+        user_id: String,
+        limit: i64,
+        before: Option<Cursor>,
+    },
+    Pipeline {
+        account: Uuid,
+    },
+}
+
+impl CacheKey {
+    /// The key as JSON: stable (the same key always encodes the same) and unambiguous (free text
+    /// such as a userId cannot make two keys encode alike).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     at: Instant,
-    value: Arc<Value>,
-    bytes: u32,
+    body: Bytes,
+    /// The answer's and the key's bytes: what the cache's bound counts.
+    weight: u32,
 }
 
 pub struct TtlCache {
-    inner: moka::future::Cache<String, Entry>,
+    inner: moka::future::Cache<CacheKey, Entry>,
     ttl: Duration,
     clock: Arc<dyn Clock>,
     computations: AtomicU64,
@@ -69,14 +114,16 @@ pub enum Source {
 }
 
 impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Miss => "miss",
+        }
+    }
+
+    /// The `x-cache` header every answer carries.
     pub fn header(self) -> (&'static str, &'static str) {
-        (
-            "x-cache",
-            match self {
-                Source::Hit => "hit",
-                Source::Miss => "miss",
-            },
-        )
+        ("x-cache", self.as_str())
     }
 }
 
@@ -85,25 +132,13 @@ impl TtlCache {
         Self {
             inner: moka::future::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|k: &String, e: &Entry| e.bytes.saturating_add(k.len() as u32))
+                .weigher(|_: &CacheKey, e: &Entry| e.weight)
                 // A backstop only: freshness is judged by `clock` below.
                 .time_to_live(ttl.saturating_mul(2).max(Duration::from_secs(1)))
-                .support_invalidation_closures()
                 .build(),
             ttl,
             clock,
             computations: AtomicU64::new(0),
-        }
-    }
-
-    /// Drops every answer whose key starts with `prefix` (after a write those answers describe).
-    pub fn invalidate_prefix(&self, prefix: &str) {
-        let prefix = prefix.to_owned();
-        if let Err(e) = self
-            .inner
-            .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
-        {
-            tracing::warn!(error = %e, "cache invalidation failed");
         }
     }
 
@@ -112,77 +147,103 @@ impl TtlCache {
         self.computations.load(Ordering::SeqCst)
     }
 
-    pub async fn get_or_compute<F>(
+    /// The encoded answer under `key`: the cached one while it is fresh, else `compute`d (once,
+    /// however many requests miss together) and kept. Errors are not kept.
+    pub async fn get_or_compute<V, F>(
         &self,
-        key: String,
+        key: CacheKey,
         compute: F,
-    ) -> Result<(Arc<Value>, Source), AnalyticsError>
+    ) -> Result<(Bytes, Source), ApiError>
     where
-        F: std::future::Future<Output = Result<Value, AnalyticsError>>,
+        V: Serialize,
+        F: Future<Output = Result<V, ApiError>>,
     {
         if let Some(e) = self.inner.get(&key).await {
             if self.clock.now().saturating_duration_since(e.at) < self.ttl {
-                metrics::counter!("sluice_analytics_cache_total", "result" => "hit").increment(1);
-                return Ok((e.value, Source::Hit));
+                count(Source::Hit);
+                return Ok((e.body, Source::Hit));
             }
             self.inner.invalidate(&key).await;
         }
         let ran = AtomicBool::new(false);
+        let key_bytes = key.encode().len();
         let entry = self
             .inner
             .try_get_with(key, async {
                 ran.store(true, Ordering::SeqCst);
                 self.computations.fetch_add(1, Ordering::SeqCst);
-                let value = compute.await?;
-                let bytes = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
-                Ok::<_, AnalyticsError>(Entry {
+                let answer = compute.await?;
+                let body = serde_json::to_vec(&answer)
+                    .context("encoding an analytics answer")
+                    .map_err(ApiError::Unexpected)?;
+                let weight = (body.len() + key_bytes).min(u32::MAX as usize) as u32;
+                Ok::<_, ApiError>(Entry {
                     at: self.clock.now(),
-                    value: Arc::new(value),
-                    bytes: bytes.min(u32::MAX as usize) as u32,
+                    body: Bytes::from(body),
+                    weight,
                 })
             })
             .await
-            .map_err(|e| (*e).clone())?;
+            .map_err(for_each_waiter)?;
         let source = if ran.load(Ordering::SeqCst) {
             Source::Miss
         } else {
             Source::Hit
         };
-        metrics::counter!("sluice_analytics_cache_total", "result" => if source == Source::Hit { "hit" } else { "miss" }).increment(1);
-        Ok((entry.value, source))
+        count(source);
+        Ok((entry.body, source))
     }
+}
+
+fn count(source: Source) {
+    metrics::counter!("sluice_analytics_cache_total", "result" => source.as_str()).increment(1);
+}
+
+/// A failed computation's error, for each request that waited on it: the same status and code
+/// for all of them, the cause (as text) kept for each one's log line.
+fn for_each_waiter(shared: Arc<ApiError>) -> ApiError {
+    Arc::try_unwrap(shared).unwrap_or_else(|shared| {
+        let cause = |e: &anyhow::Error| anyhow::anyhow!("{e:#}");
+        match &*shared {
+            ApiError::NotFound(message) => ApiError::NotFound(message.clone()),
+            ApiError::InvalidRequest { message, details } => ApiError::InvalidRequest {
+                message: message.clone(),
+                details: details.clone(),
+            },
+            ApiError::QueueUnavailable(e) => ApiError::QueueUnavailable(cause(e)),
+            ApiError::StoreUnavailable(e) => ApiError::StoreUnavailable(cause(e)),
+            other => ApiError::Unexpected(anyhow::anyhow!("{other}")),
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use actix_web::ResponseError;
 
     fn cache(clock: Arc<ManualClock>) -> TtlCache {
         TtlCache::new(Duration::from_secs(10), 1 << 20, clock)
+    }
+
+    fn key(n: u128) -> CacheKey {
+        CacheKey::Pipeline {
+            account: Uuid::from_u128(n),
+        }
     }
 
     #[tokio::test]
     async fn a_fresh_answer_is_a_hit_and_an_expired_one_is_computed_again() {
         let clock = Arc::new(ManualClock::default());
         let c = cache(clock.clone());
-        let (v, s) = c
-            .get_or_compute("k".into(), async { Ok(json!(1)) })
-            .await
-            .unwrap();
-        assert_eq!(((*v).clone(), s), (json!(1), Source::Miss));
+        let (v, s) = c.get_or_compute(key(1), async { Ok(1) }).await.unwrap();
+        assert_eq!((&v[..], s), (&b"1"[..], Source::Miss));
         clock.advance(Duration::from_millis(9_999));
-        let (v, s) = c
-            .get_or_compute("k".into(), async { Ok(json!(2)) })
-            .await
-            .unwrap();
-        assert_eq!(((*v).clone(), s), (json!(1), Source::Hit));
+        let (v, s) = c.get_or_compute(key(1), async { Ok(2) }).await.unwrap();
+        assert_eq!((&v[..], s), (&b"1"[..], Source::Hit));
         clock.advance(Duration::from_millis(1));
-        let (v, s) = c
-            .get_or_compute("k".into(), async { Ok(json!(3)) })
-            .await
-            .unwrap();
-        assert_eq!(((*v).clone(), s), (json!(3), Source::Miss));
+        let (v, s) = c.get_or_compute(key(1), async { Ok(3) }).await.unwrap();
+        assert_eq!((&v[..], s), (&b"3"[..], Source::Miss));
         assert_eq!(c.computations(), 2);
     }
 
@@ -193,9 +254,9 @@ mod tests {
         for _ in 0..50 {
             let c = c.clone();
             tasks.spawn(async move {
-                c.get_or_compute("same".into(), async {
+                c.get_or_compute(key(1), async {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok(json!("answer"))
+                    Ok("answer")
                 })
                 .await
                 .unwrap()
@@ -204,7 +265,7 @@ mod tests {
         let mut misses = 0;
         while let Some(r) = tasks.join_next().await {
             let (v, s) = r.unwrap();
-            assert_eq!(*v, json!("answer"));
+            assert_eq!(&v[..], br#""answer""#);
             misses += usize::from(s == Source::Miss);
         }
         assert_eq!(c.computations(), 1);
@@ -212,40 +273,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn invalidated_answers_are_computed_again() {
+    async fn each_account_has_answers_of_its_own() {
         let c = cache(Arc::new(ManualClock::default()));
-        c.get_or_compute("a|dlq|x".into(), async { Ok(json!(1)) })
-            .await
-            .unwrap();
-        c.get_or_compute("b|dlq|x".into(), async { Ok(json!(1)) })
-            .await
-            .unwrap();
-        c.invalidate_prefix("a|dlq|");
-        let (_, s) = c
-            .get_or_compute("a|dlq|x".into(), async { Ok(json!(2)) })
-            .await
-            .unwrap();
-        assert_eq!(s, Source::Miss);
-        let (_, s) = c
-            .get_or_compute("b|dlq|x".into(), async { Ok(json!(2)) })
-            .await
-            .unwrap();
-        assert_eq!(s, Source::Hit, "another account's answer stays");
+        c.get_or_compute(key(1), async { Ok("a") }).await.unwrap();
+        let (v, s) = c.get_or_compute(key(2), async { Ok("b") }).await.unwrap();
+        assert_eq!((&v[..], s), (&br#""b""#[..], Source::Miss));
     }
 
     #[tokio::test]
     async fn errors_are_not_cached() {
         let c = cache(Arc::new(ManualClock::default()));
         let r = c
-            .get_or_compute("e".into(), async {
-                Err(AnalyticsError::unavailable("down"))
+            .get_or_compute(key(1), async {
+                Err::<i32, _>(ApiError::StoreUnavailable(anyhow::anyhow!("down")))
             })
             .await;
         assert!(r.is_err());
-        let (v, _) = c
-            .get_or_compute("e".into(), async { Ok(json!(1)) })
-            .await
-            .unwrap();
-        assert_eq!(*v, json!(1));
+        let (v, _) = c.get_or_compute(key(1), async { Ok(1) }).await.unwrap();
+        assert_eq!(&v[..], b"1");
+    }
+
+    #[tokio::test]
+    async fn every_request_waiting_on_a_failed_computation_gets_its_status() {
+        let c = Arc::new(cache(Arc::new(ManualClock::default())));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let c = c.clone();
+            tasks.spawn(async move {
+                c.get_or_compute(key(1), async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err::<i32, _>(ApiError::StoreUnavailable(
+                        anyhow::anyhow!("refused").context("reading rollups"),
+                    ))
+                })
+                .await
+                .unwrap_err()
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            let e = r.unwrap();
+            assert_eq!(e.status_code().as_u16(), 503, "{e}");
+            let ApiError::StoreUnavailable(cause) = e else {
+                panic!("{e}")
+            };
+            assert!(format!("{cause:#}").contains("refused"), "{cause:#}");
+        }
+    }
+
+    #[test]
+    fn keys_encode_stably_and_unambiguously() {
+        let account = Uuid::from_u128(7);
+        assert_eq!(
+            CacheKey::Summary {
+                account,
+                range: Range::H24
+            }
+            .encode(),
+            r#"{"answer":"summary","account":"00000000-0000-0000-0000-000000000007","range":"24h"}"#
+        );
+        let page = |user_id: &str, before: Option<&str>| CacheKey::UserEvents {
+            account,
+            user_id: user_id.into(),
+            limit: 50,
+            before: before.map(|b| Cursor::parse(b).unwrap()),
+        };
+        // Separators inside free text cannot make two different keys alike.
+        let (a, b) = (page("u|50|", Some("5:x")), page("u", Some("5:x|50|")));
+        assert_ne!(a.encode(), b.encode());
+        assert_ne!(a, b);
+        assert_eq!(page("u", None).encode(), page("u", None).encode());
     }
 }

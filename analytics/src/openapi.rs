@@ -1,70 +1,59 @@
-//! The analytics OpenAPI 3 document, generated from the handlers' annotations and the reply types
-//! in [`crate::views`], served at `/api/openapi.json`.
-use actix_web::HttpResponse;
-use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+//! The analytics OpenAPI document, derived from the handlers' annotations and the reply types of
+//! [`crate::views`] (so it cannot drift), with the skeleton's operations endpoints merged in;
+//! served by the skeleton at `/api/openapi.json`.
+use sluice_http::auth::JwtScheme;
+use utoipa::OpenApi;
 
-/// `{"error": {"code", "message", "details"?}}`, the one error shape.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBodyDoc {
-    pub error: ErrorDetailDoc,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetailDoc {
-    #[schema(example = "invalid_request")]
-    pub code: String,
-    pub message: String,
-    #[schema(nullable = false)]
-    pub details: Option<Vec<ViolationDoc>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ViolationDoc {
-    /// JSON pointer to the offending value (`/range` for a query parameter).
-    #[schema(example = "/range")]
-    pub path: String,
-    pub message: String,
-}
-
-struct Security;
-
-impl Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "jwt",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
+use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Sluice analytics", description = "Per-account aggregates, a user's events, dead letters and the pipeline's state; every figure covers the token's account only."),
+    info(title = "Sluice analytics", description = "Per-account aggregates, a user's events and the pipeline's state; every figure covers the token's account only. Read only: dead letters and their replay are the api's."),
     paths(
-        crate::routes::summary,
-        crate::routes::timeseries,
-        crate::routes::user_events,
-        crate::routes::pipeline,
-        crate::routes::dead_letters,
-        crate::routes::replay,
-        crate::startup::health,
-        crate::startup::ready,
-        crate::startup::live,
-        crate::startup::metrics,
+        routes::summary::summary,
+        routes::timeseries::timeseries,
+        routes::users::user_events,
+        routes::pipeline::pipeline,
     ),
-    components(schemas(ErrorBodyDoc, ErrorDetailDoc, ViolationDoc)),
-    modifiers(&Security)
+    components(schemas(sluice_shared::error::ErrorBody)),
+    modifiers(&JwtScheme)
 )]
-pub struct AnalyticsDoc;
+struct AnalyticsDoc;
 
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(AnalyticsDoc::openapi())
+/// The whole document: analytics' endpoints and the operations endpoints every service serves.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = AnalyticsDoc::openapi();
+    doc.merge(sluice_http::ops::OpsDoc::openapi());
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_rule_documented_is_the_one_the_parser_applies() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let params = doc["paths"]["/api/v1/analytics/users/{userId}/events"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let before = params.iter().find(|p| p["name"] == "before").unwrap();
+        assert_eq!(before["schema"]["pattern"], crate::params::CURSOR_PATTERN);
+    }
+
+    #[test]
+    fn every_reply_type_is_in_the_document() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "Summary",
+            "Timeseries",
+            "UserEvents",
+            "Pipeline",
+            "ErrorBody",
+            "HealthView",
+        ] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+    }
 }

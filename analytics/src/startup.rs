@@ -1,87 +1,45 @@
-//! Building and running the analytics service, and the one list of its routes.
+//! Building and running analytics on the service skeleton: connect (behind the skeleton's
+//! stand-in), put the state together, and serve the one list of routes. Nothing imports this.
 use std::future::Future;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
-use anyhow::Context;
-use fred::prelude::*;
+use actix_web::http::Method;
+use actix_web::web;
+use fred::prelude::Client;
 use mongodb::Database;
+use sluice_http::{at, health, timed_check, HealthChecks, Running, ServeOptions, Service};
 use sluice_shared::config::Settings;
-use sluice_shared::enqueue::Enqueuer;
-use sluice_shared::health::{health_response, timed_check, Lifecycle};
-use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
-use tracing_actix_web::TracingLogger;
+use sluice_shared::jwt::Jwt;
 
-use crate::cache::{Clock, SystemClock, TtlCache};
-use crate::routes;
+use crate::cache::{Clock, SystemClock};
+use crate::routes::{pipeline, summary, timeseries, users};
+use crate::state::AppState;
 
-pub struct AppState {
-    pub settings: Settings,
-    pub db: Database,
-    pub redis: Client,
-    pub jwt: sluice_shared::jwt::Jwt,
-    /// Aggregates and raw reads: `analytics.cache_ttl_ms`.
-    pub cache: TtlCache,
-    /// The pipeline and dead letters: `analytics.pipeline_cache_ttl_ms`.
-    pub live_cache: TtlCache,
-    pub enqueuer: Enqueuer,
-    pub lifecycle: Lifecycle,
-}
-
-/// Every route of the analytics service. A method a path does not serve is 405 with `Allow`.
+/// Every route of analytics (the skeleton adds `/api/health`, `/api/ready`, `/api/live`,
+/// `/metrics` and `/api/openapi.json`). A method a path does not serve is 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use actix_web::http::Method;
-    let (get, post) = (Method::GET, Method::POST);
+    let get = Method::GET;
     cfg.service(at(
         "/api/v1/analytics/summary",
-        vec![(get.clone(), web::to(routes::summary))],
+        vec![(get.clone(), web::to(summary::summary))],
     ))
     .service(at(
         "/api/v1/analytics/timeseries",
-        vec![(get.clone(), web::to(routes::timeseries))],
+        vec![(get.clone(), web::to(timeseries::timeseries))],
     ))
     .service(at(
         "/api/v1/analytics/users/{userId}/events",
-        vec![(get.clone(), web::to(routes::user_events))],
+        vec![(get.clone(), web::to(users::user_events))],
     ))
     .service(at(
         "/api/v1/analytics/pipeline",
-        vec![(get.clone(), web::to(routes::pipeline))],
-    ))
-    .service(at(
-        "/api/v1/dlq",
-        vec![(get.clone(), web::to(routes::dead_letters))],
-    ))
-    .service(at(
-        "/api/v1/dlq/{id}/replay",
-        vec![(post, web::to(routes::replay))],
-    ))
-    .service(at("/api/health", vec![(get.clone(), web::to(health))]))
-    .service(at("/api/ready", vec![(get.clone(), web::to(ready))]))
-    .service(at("/api/live", vec![(get.clone(), web::to(live))]))
-    .service(at("/metrics", vec![(get.clone(), web::to(metrics))]))
-    .service(at(
-        "/api/openapi.json",
-        vec![(get, web::to(crate::openapi::openapi_json))],
+        vec![(get, web::to(pipeline::pipeline))],
     ));
 }
 
-/// One path and the handler of each method it serves; any other method is 405 with `Allow`.
-fn at(
-    path: &str,
-    methods: Vec<(actix_web::http::Method, actix_web::Route)>,
-) -> actix_web::Resource {
-    sluice_shared::health::resource_at(path, methods, |method, allow| {
-        crate::error::AnalyticsError::MethodNotAllowed { method, allow }
-    })
-}
-
 pub struct Application {
-    port: u16,
-    server: Server,
+    running: Running,
     state: web::Data<AppState>,
 }
 
@@ -90,95 +48,27 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    /// As `build`, with the clock the caches judge freshness by.
+    /// As `build`, with the clock the caches judge freshness by. Binds the listener at once
+    /// (port 0 in tests) and waits for Redis and MongoDB behind the skeleton's stand-in (Redis
+    /// may be replaying its AOF), answering `/api/ready` 503 meanwhile rather than exiting.
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        prometheus();
-        let jwt =
-            sluice_shared::jwt::Jwt::new(&settings.auth.jwt_secret()?, settings.auth.jwt_ttl_secs);
+        sluice_shared::telemetry_metrics::prometheus();
+        let jwt = Jwt::new(&settings.auth.jwt_secret()?, settings.auth.jwt_ttl_secs);
         let a = &settings.analytics;
-        let listener = TcpListener::bind((a.host.as_str(), a.port)).with_context(|| {
-            format!(
-                "cannot bind analytics.host/analytics.port {}:{}",
-                a.host, a.port
-            )
-        })?;
-        let port = listener.local_addr()?.port();
-        // Redis and MongoDB may not be up yet (Redis may be loading its AOF): wait for them, and
-        // answer /api/ready 503 meanwhile, rather than exit.
-        let (redis, db) = sluice_shared::health::while_starting(&listener, async {
-            let redis = sluice_shared::redis::connect_when_ready(&settings.redis).await?;
-            let db = sluice_worker::store::connect(&settings.mongo).await?;
-            sluice_shared::health::retry_until_ok("mongodb", || sluice_worker::store::ping(&db))
-                .await;
-            Ok((redis, db))
-        })
-        .await?;
-        let enqueuer = Enqueuer::new(
-            redis.clone(),
-            settings.redis.stream_key.clone(),
-            settings.api.dedup_window_secs,
-        );
-        enqueuer.load().await?;
-        let cache = TtlCache::new(
-            Duration::from_millis(a.cache_ttl_ms),
-            a.cache_max_bytes,
-            clock.clone(),
-        );
-        let live_cache = TtlCache::new(
-            Duration::from_millis(a.pipeline_cache_ttl_ms.min(1_000)),
-            a.cache_max_bytes / 8,
-            clock,
-        );
-        let lifecycle = Lifecycle::new(Duration::from_secs(30));
-        let state = web::Data::new(AppState {
-            settings,
-            db,
-            redis,
-            jwt,
-            cache,
-            live_cache,
-            enqueuer,
-            lifecycle: lifecycle.clone(),
-        });
-        let server_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(
-                    actix_web::middleware::DefaultHeaders::new()
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("X-Frame-Options", "DENY"))
-                        .add(("Cache-Control", "no-store")),
-                )
-                .wrap(TracingLogger::default())
-                .app_data(server_state.clone())
-                .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    crate::error::AnalyticsError::invalid("", e.to_string()).into()
-                }))
-                .configure(routes)
-                .default_service(web::to(|| async {
-                    HttpResponse::NotFound().json(sluice_shared::error::ErrorBody::new(
-                        "not_found",
-                        "no such endpoint",
-                    ))
-                }))
-        })
-        .disable_signals()
-        .shutdown_timeout(10)
-        .listen(listener)?
-        .run();
-        lifecycle.set_ready(true);
-        Ok(Self {
-            port,
-            server,
-            state,
-        })
+        let service = Service::bind("analytics", &a.host, a.port)?;
+        let (redis, db) = service.while_starting(connect(&settings)).await?;
+        let state = web::Data::new(AppState::new(settings, redis, db, clock));
+        let runtime = sluice_http::spawn_runtime_heart(service.lifecycle(), Duration::from_secs(1));
+        let mut running = service.serve(serve_options(&state), with_state(state.clone(), jwt))?;
+        running.adopt([runtime]);
+        Ok(Self { running, state })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.running.port()
     }
 
     /// The state, for tests that look at the cache.
@@ -186,49 +76,60 @@ impl Application {
         self.state.clone()
     }
 
+    /// Serves until SIGTERM or SIGINT, then stops as [`Application::run_until`] does.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(sluice_shared::health::shutdown_signal())
-            .await
+        self.running.run_until_stopped().await
     }
 
+    /// Serves until `shutdown` completes; then readiness turns off, analytics serves on through
+    /// `analytics.drain_gap_ms`, and drains in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        sluice_shared::health::serve_until(self.server, &self.state.lifecycle, shutdown).await?;
-        Ok(())
+        self.running.run_until(shutdown).await
     }
 }
 
-#[utoipa::path(get, path = "/api/health", tag = "operations",
-    responses((status = 200, description = "Redis and MongoDB answer"), (status = 503, description = "A dependency is down")))]
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let (redis, mongo) = tokio::join!(
-        timed_check(
-            "redis",
-            Duration::from_secs(2),
-            sluice_shared::redis::ping(&state.redis)
-        ),
-        timed_check(
-            "mongodb",
-            Duration::from_secs(4),
-            sluice_worker::store::ping(&state.db)
-        ),
-    );
-    health_response(vec![redis, mongo])
+/// Redis once it serves, then MongoDB once it answers a ping.
+async fn connect(settings: &Settings) -> anyhow::Result<(Client, Database)> {
+    let redis = sluice_shared::redis::connect_when_ready(&settings.redis).await?;
+    let db = sluice_store::connect(&settings.mongo, "sluice-analytics").await?;
+    sluice_http::startup::retry_until_ok("mongodb", || sluice_store::ping(&db)).await;
+    Ok((redis, db))
 }
 
-#[utoipa::path(get, path = "/api/ready", tag = "operations",
-    responses((status = 200, description = "Taking traffic"), (status = 503, description = "Starting or shutting down")))]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    state.lifecycle.ready_response()
+fn serve_options(state: &web::Data<AppState>) -> ServeOptions {
+    let mut options = ServeOptions::new(health_checks(state));
+    options.drain_gap = state.settings.analytics.drain_gap();
+    options.openapi = Some(crate::openapi::document());
+    options
 }
 
-#[utoipa::path(get, path = "/api/live", tag = "operations",
-    responses((status = 200, description = "The process is alive")))]
-pub async fn live(state: web::Data<AppState>) -> HttpResponse {
-    state.lifecycle.live_response()
+/// Both stores are needed: the summary reads Redis's sketches, every answer reads MongoDB.
+fn health_checks(state: &web::Data<AppState>) -> HealthChecks {
+    let (redis, db) = (state.redis.clone(), state.db.clone());
+    health(move || {
+        let (redis, db) = (redis.clone(), db.clone());
+        async move {
+            let (redis, mongo) = tokio::join!(
+                timed_check(
+                    "redis",
+                    Duration::from_secs(2),
+                    sluice_shared::redis::ping(&redis)
+                ),
+                timed_check("mongodb", Duration::from_secs(4), sluice_store::ping(&db)),
+            );
+            vec![redis, mongo]
+        }
+    })
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics() -> HttpResponse {
-    metrics_endpoint().await
+/// The route table with the state (and the JWT verifier `AuthedAccount` reads) in its app data.
+fn with_state(
+    state: web::Data<AppState>,
+    jwt: Jwt,
+) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
+    let jwt = web::Data::new(jwt);
+    move |cfg| {
+        cfg.app_data(state.clone()).app_data(jwt.clone());
+        routes(cfg);
+    }
 }

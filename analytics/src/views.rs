@@ -1,15 +1,17 @@
-//! The shapes the analytics endpoints answer with: the queries build them, the OpenAPI document
-//! is derived from them.
+//! The shapes the analytics endpoints answer with: the queries build them, the cache keeps them
+//! encoded, and the OpenAPI document is derived from them.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-#[derive(Serialize, ToSchema)]
+use crate::params::{Bucket, Range};
+
+/// `GET /api/v1/analytics/summary`.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
-    #[schema(example = "1h")]
-    pub range: String,
+    pub range: Range,
     pub total_events: i64,
     /// HyperLogLog estimate (standard error 0.81%).
     pub unique_users: u64,
@@ -20,7 +22,7 @@ pub struct Summary {
     pub events_per_second: f64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TypeCount {
     pub event_type: String,
@@ -29,44 +31,44 @@ pub struct TypeCount {
     pub share: f64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserCount {
     pub user_id: String,
     pub count: i64,
 }
 
-#[derive(Serialize, ToSchema)]
+/// `GET /api/v1/analytics/timeseries`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Timeseries {
-    #[schema(example = "1m")]
-    pub bucket: String,
+    pub bucket: Bucket,
     /// Zero-filled, oldest first; the last one is the bucket holding now (still filling).
     pub points: Vec<Point>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Point {
     /// The bucket's start (RFC 3339).
     pub ts: String,
     pub count: i64,
 }
 
-/// A page of a user's events, newest first.
-#[derive(Serialize, ToSchema)]
+/// `GET /api/v1/analytics/users/{userId}/events`: a page of a user's events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserEvents {
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<UserEvent>,
     /// The `before` of the next page; `null` on the last one.
     pub next_before: Option<String>,
 }
 
 /// An event as stored.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StoredEvent {
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub user_id: Option<String>,
+pub struct UserEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub user_id: String,
     pub session_id: Option<String>,
     /// RFC 3339.
     pub timestamp: Option<String>,
@@ -77,38 +79,7 @@ pub struct StoredEvent {
     pub properties: serde_json::Value,
 }
 
-/// A page of the account's dead letters, newest first.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetters {
-    pub dead_letters: Vec<DeadLetter>,
-    /// The `before` of the next page; `null` on the last one.
-    pub next_before: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetter {
-    /// What `POST /api/v1/dlq/{id}/replay` takes.
-    pub id: Option<String>,
-    pub event_id: Option<String>,
-    /// `invalid`, `write_rejected` or `poison`.
-    pub reason: Option<String>,
-    /// Why it was refused.
-    #[schema(value_type = Object)]
-    pub error: serde_json::Value,
-    #[schema(value_type = Object)]
-    pub attempts: serde_json::Value,
-    /// RFC 3339.
-    pub failed_at: Option<String>,
-    /// RFC 3339; `null` until replayed.
-    pub replayed_at: Option<String>,
-    /// The original event, as far as it could be read.
-    #[schema(value_type = Object)]
-    pub event: serde_json::Value,
-}
-
-#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Debug, Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PipelineState {
     Ok,
@@ -118,8 +89,9 @@ pub enum PipelineState {
     Backlogged,
 }
 
-/// The caller's own figures and a coarse state of the shared pipeline.
-#[derive(Serialize, ToSchema)]
+/// `GET /api/v1/analytics/pipeline`: the caller's own figures and a coarse state of the shared
+/// pipeline.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pipeline {
     pub state: PipelineState,
@@ -127,7 +99,7 @@ pub struct Pipeline {
     pub dead_letters: DeadLetterCounts,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Ingest {
     pub last5m: i64,
@@ -136,23 +108,11 @@ pub struct Ingest {
     pub events_per_second: f64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterCounts {
     pub total: i64,
     pub replayed: u64,
     /// Per reason (`invalid`, `write_rejected`, `poison` always present).
     pub by_reason: BTreeMap<String, i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplayStatus {
-    Queued,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Replayed {
-    pub id: String,
-    pub status: ReplayStatus,
 }

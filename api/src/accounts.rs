@@ -1,64 +1,23 @@
-//! Self-service accounts: register, login (a JWT), and who am I. Passwords are hashed with
-//! argon2id off the async runtime; login takes the same path and about the same time for an
-//! unknown email as for a wrong password.
+//! Self-service accounts: the rules of an email and a password, registering, and checking a
+//! login. Passwords are hashed with argon2id in a bounded number of slots, off the async runtime;
+//! a login takes the same path and about the same time for an unknown email as for a wrong
+//! password. The HTTP side is `routes::auth`.
 use std::sync::OnceLock;
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::Argon2;
-use chrono::{DateTime, Utc};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use sluice_http::ApiError;
+use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::jwt_auth::AuthedAccount;
-use crate::startup::AppState;
-use crate::store;
+use crate::limits::PasswordSlots;
+use crate::store::{self, AccountRecord};
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Hashing is deliberately slow; an unbounded password would make it a lever. Characters, as
 /// JSON Schema's `maxLength` counts them (at most 4 KiB of UTF-8).
 pub const MAX_PASSWORD_CHARS: usize = 1024;
-
-/// A new account's credentials.
-#[derive(Deserialize, ToSchema)]
-pub struct Credentials {
-    /// An email address (at most 254 bytes, a local part of at most 64); compared
-    /// case-insensitively.
-    #[schema(example = "you@example.com", format = Email, max_length = 254)]
-    pub email: String,
-    #[schema(
-        example = "correct horse battery staple",
-        min_length = 12,
-        max_length = 1024
-    )]
-    pub password: String,
-}
-
-/// Credentials to log in with: any strings; a wrong pair is 401, whatever it holds.
-#[derive(Deserialize, ToSchema)]
-pub struct LoginRequest {
-    #[schema(example = "you@example.com")]
-    pub email: String,
-    #[schema(example = "correct horse battery staple")]
-    pub password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AccountView {
-    pub account_id: String,
-    pub email: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenView {
-    /// HS256 JWT; send it as `Authorization: Bearer <token>`.
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-}
 
 /// A plausible email: one `@`, a non-empty local part, a dotted domain, no spaces, ≤ 254 bytes.
 pub fn valid_email(email: &str) -> bool {
@@ -185,123 +144,62 @@ fn dummy_hash() -> &'static str {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(f)
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("password hashing task: {e}")))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "accounts",
-    request_body(content = Credentials, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Account created", body = AccountView),
-        (status = 400, description = "Malformed JSON, a bad email, or a password under 12 or over 1024 characters", body = crate::openapi::ErrorBodyDoc),
-        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
-        (status = 409, description = "Email taken", body = crate::openapi::ErrorBodyDoc),
-        (status = 413, description = "A body over 16 KiB", body = crate::openapi::ErrorBodyDoc),
-        (status = 415, description = "Not sent as `application/json`", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-    ))]
+/// Registers an account under `email` (normalised) once its email and password pass their
+/// rules; `EmailTaken` when one exists. Its id and the stored email.
 pub async fn register(
-    req: HttpRequest,
-    body: web::Json<Credentials>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    state
-        .login_limiter
-        .check(crate::limits::client_ip(&req, &state.trusted_proxies))?;
-    let Credentials { email, password } = body.into_inner();
-    if !valid_email(&email) {
+    pool: &PgPool,
+    slots: &PasswordSlots,
+    email: &str,
+    password: String,
+) -> Result<(Uuid, String), ApiError> {
+    if !valid_email(email) {
         return Err(ApiError::invalid_request(
             "/email",
             "not a valid email address",
         ));
     }
     check_password(&password)?;
-    let slot = state.password_slots.acquire().await?;
+    let slot = slots.acquire().await?;
     let hash = blocking(move || hash_password(&password)).await??;
     drop(slot);
-    let email = store::normalise_email(&email);
-    let id = store::register_account(&state.pool, &email, &hash)
+    let email = store::normalise_email(email);
+    let id = store::register_account(pool, &email, &hash)
         .await
-        .map_err(ApiError::PostgresUnavailable)?
+        .map_err(ApiError::AccountsUnavailable)?
         .ok_or(ApiError::EmailTaken)?;
     tracing::info!(account_id = %id, "account registered");
-    Ok(HttpResponse::Created().json(AccountView {
-        account_id: id.to_string(),
-        email,
-    }))
+    Ok((id, email))
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "accounts",
-    request_body(content = LoginRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "A token valid for 24 hours", body = TokenView),
-        (status = 400, description = "Malformed JSON, or not `{\"email\": string, \"password\": string}`", body = crate::openapi::ErrorBodyDoc),
-        (status = 401, description = "Unknown email or wrong password (the same answer)", body = crate::openapi::ErrorBodyDoc),
-        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
-        (status = 413, description = "A body over 16 KiB", body = crate::openapi::ErrorBodyDoc),
-        (status = 415, description = "Not sent as `application/json`", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Too many attempts from this address", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "PostgreSQL unreachable, or every password-hashing slot busy", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-    ))]
-pub async fn login(
-    req: HttpRequest,
-    body: web::Json<LoginRequest>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    state
-        .login_limiter
-        .check(crate::limits::client_ip(&req, &state.trusted_proxies))?;
-    let LoginRequest { email, password } = body.into_inner();
+/// The account `email` and `password` log in to; `Unauthorized` for an unknown email and a wrong
+/// password alike, after the same work.
+pub async fn log_in(
+    pool: &PgPool,
+    slots: &PasswordSlots,
+    email: &str,
+    password: String,
+) -> Result<AccountRecord, ApiError> {
     if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(ApiError::Unauthorized);
     }
-    let account = store::find_account(&state.pool, &email)
+    let account = store::find_account(pool, email)
         .await
-        .map_err(ApiError::PostgresUnavailable)?;
+        .map_err(ApiError::AccountsUnavailable)?;
     let stored = account
         .as_ref()
         .and_then(|a| a.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_owned());
-    let slot = state.password_slots.acquire().await?;
+    let slot = slots.acquire().await?;
     let ok = blocking(move || verify_password(&password, &stored)).await?;
     drop(slot);
-    let account = account.filter(|a| ok && a.password_hash.is_some());
-    let Some(account) = account else {
-        return Err(ApiError::Unauthorized);
-    };
-    let (token, expires_at) =
-        state
-            .jwt
-            .issue(&account.id.to_string(), &account.email, Utc::now())?;
-    Ok(HttpResponse::Ok().json(TokenView { token, expires_at }))
-}
-
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "accounts",
-    security(("jwt" = [])),
-    responses(
-        (status = 200, description = "The account of the token", body = AccountView),
-        (status = 401, description = "Missing, invalid or expired token", body = crate::openapi::ErrorBodyDoc),
-        (status = 503, description = "PostgreSQL unreachable", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-    ))]
-pub async fn me(
-    account: AuthedAccount,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let record = store::find_account_by_id(&state.pool, account.id)
-        .await
-        .map_err(ApiError::PostgresUnavailable)?
-        .ok_or(ApiError::Unauthorized)?;
-    Ok(HttpResponse::Ok().json(AccountView {
-        account_id: record.id.to_string(),
-        email: record.email,
-    }))
+    account
+        .filter(|a| ok && a.password_hash.is_some())
+        .ok_or(ApiError::Unauthorized)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //!
 //! While PostgreSQL is unreachable a key confirmed within `api.key_stale_if_error_secs` keeps
 //! working (stale-if-error), from this instance's memory or from Redis, unless it was revoked.
+//! The Redis record is [`crate::key_cache::KeyCacheRecord`]; revocation is [`crate::revocation`].
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,20 +15,18 @@ use actix_web::HttpRequest;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use moka::future::Cache;
+use sluice_http::{ApiError, Heart};
 use sluice_shared::apikey;
 use sluice_shared::config::ApiSettings;
-use sluice_shared::names::{api_key_cache_key, KEY_REVOCATIONS_CHANNEL};
+use sluice_shared::names::api_key_cache_key;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::key_cache::{CachedOwner, KeyCacheRecord, ABSENT};
 use crate::store::{self, KeyOwner};
 
-const ABSENT: &str = "-";
 /// How long a request waits for a PostgreSQL key-lookup slot before it is refused (503).
 const LOOKUP_SLOT_WAIT: Duration = Duration::from_millis(500);
-/// The tombstone of `revoke` when the caller has no settings (the admin CLI): the default.
-const DEFAULT_TOMBSTONE_TTL_SECS: u64 = 3_600;
 
 /// Writes a key's cache entry unless a revocation's tombstone holds the place; answers 0 when it
 /// does (the caller then refuses the key), 1 when written.
@@ -106,7 +105,12 @@ impl KeyAuth {
     }
 
     pub async fn authenticate(&self, req: &HttpRequest) -> Result<KeyOwner, ApiError> {
-        let key = presented_key(req).ok_or(ApiError::Unauthorized)?;
+        self.authenticate_key(presented_key(req).ok_or(ApiError::Unauthorized)?)
+            .await
+    }
+
+    /// The owner of `key`, however it was presented (a header, HTTP Basic, a body's `writeKey`).
+    pub async fn authenticate_key(&self, key: &str) -> Result<KeyOwner, ApiError> {
         // Keys are far shorter than this; a longer header is not worth hashing.
         if key.len() > 256 {
             return Err(ApiError::Unauthorized);
@@ -119,6 +123,8 @@ impl KeyAuth {
         Ok(owner)
     }
 
+    /// Memory, then Redis, then PostgreSQL; a key PostgreSQL cannot be asked about is served
+    /// stale if it was confirmed recently enough.
     async fn lookup(&self, hash: &str) -> Result<Option<KeyOwner>, ApiError> {
         if let Some(owner) = self.known.get(hash).await {
             return Ok(Some(owner));
@@ -129,70 +135,95 @@ impl KeyAuth {
         let cache_key = api_key_cache_key(hash);
         let redis_stale = match self.read_redis(&cache_key).await {
             Cached::Revoked => {
-                self.stale.invalidate(hash).await;
-                self.unknown.insert(hash.to_owned(), ()).await;
+                self.mark_unknown(hash).await;
                 return Ok(None);
             }
-            Cached::Fresh(owner) => {
-                self.remember(hash, owner).await;
-                // A revocation may have laid its tombstone and broadcast since the read: look
-                // again now that the owner is cached, so a later broadcast finds it to evict.
-                if self.tombstoned(&cache_key).await {
-                    self.forget(hash).await;
-                    return Ok(None);
-                }
-                return Ok(Some(owner));
-            }
+            Cached::Fresh(owner) => return Ok(self.accept_cached(hash, &cache_key, owner).await),
             Cached::Stale(owner) => Some(owner),
             Cached::Missing => None,
         };
+        match self.find_in_postgres(hash).await {
+            Ok(owner) => Ok(self.settle(hash, &cache_key, owner).await),
+            Err(e) => self.stale_if_error(hash, redis_stale, e).await,
+        }
+    }
 
-        // A slot is waited for briefly (a cold cache under concurrent requests of one key is
-        // normal), never long: a flood of unknown keys gets 503s, not the pool.
+    /// An owner Redis holds as fresh, unless a revocation lays its tombstone meanwhile.
+    async fn accept_cached(
+        &self,
+        hash: &str,
+        cache_key: &str,
+        owner: KeyOwner,
+    ) -> Option<KeyOwner> {
+        self.remember(hash, owner).await;
+        // A revocation may have laid its tombstone and broadcast since the read: look again now
+        // that the owner is cached, so a later broadcast finds it to evict.
+        if self.tombstoned(cache_key).await {
+            self.forget(hash).await;
+            return None;
+        }
+        Some(owner)
+    }
+
+    /// Asks PostgreSQL, in one of the bounded lookup slots. A slot is waited for briefly (a cold
+    /// cache under concurrent requests of one key is normal), never long: a flood of unknown keys
+    /// gets 503s, not the pool.
+    async fn find_in_postgres(&self, hash: &str) -> Result<Option<KeyOwner>, ApiError> {
         let slot =
             tokio::time::timeout(LOOKUP_SLOT_WAIT, self.lookups.clone().acquire_owned()).await;
-        let found = match slot {
+        match slot {
             Ok(Ok(_permit)) => store::find_live_key(&self.pool, hash)
                 .await
-                .map_err(ApiError::PostgresUnavailable),
+                .map_err(ApiError::AccountsUnavailable),
             Ok(Err(_)) | Err(_) => {
                 metrics::counter!("sluice_key_lookups_refused_total").increment(1);
                 Err(ApiError::KeyLookupsBusy)
             }
-        };
-        let owner = match found {
-            Ok(owner) => owner,
-            Err(e) => return self.stale_if_error(hash, redis_stale, e).await,
-        };
+        }
+    }
+
+    /// Caches what PostgreSQL answered, here and in Redis.
+    async fn settle(
+        &self,
+        hash: &str,
+        cache_key: &str,
+        owner: Option<KeyOwner>,
+    ) -> Option<KeyOwner> {
         match owner {
             Some(o) => {
                 self.remember(hash, o).await;
                 // The fill refuses to cover a tombstone: a revocation that committed after this
                 // read of PostgreSQL wins, and the owner just cached is forgotten again.
-                if !self.fill_redis(&cache_key, Some(o)).await {
+                if !self.fill_redis(cache_key, Some(o)).await {
                     self.forget(hash).await;
                     self.unknown.insert(hash.to_owned(), ()).await;
-                    return Ok(None);
+                    return None;
                 }
+                Some(o)
             }
             None => {
                 self.stale.invalidate(hash).await;
-                self.fill_redis(&cache_key, None).await;
+                self.fill_redis(cache_key, None).await;
                 self.unknown.insert(hash.to_owned(), ()).await;
+                None
             }
         }
-        Ok(owner)
+    }
+
+    async fn mark_unknown(&self, hash: &str) {
+        self.stale.invalidate(hash).await;
+        self.unknown.insert(hash.to_owned(), ()).await;
     }
 
     async fn read_redis(&self, cache_key: &str) -> Cached {
         match self.redis.get::<Option<String>, _>(cache_key).await {
             Ok(None) => Cached::Missing,
-            Ok(Some(v)) if v == ABSENT => Cached::Revoked,
-            Ok(Some(v)) => match parse_cached(&v) {
-                Some((owner, Some(fresh_until))) if fresh_until <= now_unix() => {
-                    Cached::Stale(owner)
+            Ok(Some(v)) => match KeyCacheRecord::decode(&v) {
+                Some(KeyCacheRecord::Absent) => Cached::Revoked,
+                Some(KeyCacheRecord::Owner(o)) if o.is_stale(now_unix()) => {
+                    Cached::Stale(o.owner())
                 }
-                Some((owner, _)) => Cached::Fresh(owner),
+                Some(KeyCacheRecord::Owner(o)) => Cached::Fresh(o.owner()),
                 None => Cached::Missing,
             },
             Err(e) => {
@@ -205,7 +236,7 @@ impl KeyAuth {
     async fn tombstoned(&self, cache_key: &str) -> bool {
         matches!(
             self.redis.get::<Option<String>, _>(cache_key).await,
-            Ok(Some(v)) if v == ABSENT
+            Ok(Some(v)) if KeyCacheRecord::decode(&v) == Some(KeyCacheRecord::Absent)
         )
     }
 
@@ -228,7 +259,7 @@ impl KeyAuth {
             return Err(error);
         };
         match &error {
-            ApiError::PostgresUnavailable(e) => {
+            ApiError::AccountsUnavailable(e) => {
                 tracing::warn!(error = ?e, key_id = %owner.key_id, "PostgreSQL unreachable; serving a known key stale");
             }
             _ => {
@@ -252,23 +283,22 @@ impl KeyAuth {
     /// Writes the Redis entry (fresh for `redis_key_cache_ttl_secs`, kept for the stale window
     /// after that) unless a tombstone holds it; `false` when one does.
     async fn fill_redis(&self, cache_key: &str, owner: Option<KeyOwner>) -> bool {
-        let (value, ttl) = match owner {
+        let (record, ttl) = match owner {
             Some(o) => (
-                format!(
-                    "{}@{}",
-                    cache_value(&o),
-                    now_unix() + self.redis_fresh_secs as i64
-                ),
+                KeyCacheRecord::Owner(CachedOwner::new(
+                    o,
+                    now_unix() + self.redis_fresh_secs as i64,
+                )),
                 self.redis_fresh_secs + self.stale_secs,
             ),
-            None => (ABSENT.to_owned(), self.redis_negative_secs),
+            None => (KeyCacheRecord::Absent, self.redis_negative_secs),
         };
         let r: Result<i64, _> = self
             .fill
             .evalsha_with_reload(
                 &self.redis,
                 vec![cache_key.to_owned()],
-                vec![value, ttl.to_string(), ABSENT.to_owned()],
+                vec![record.encode(), ttl.to_string(), ABSENT.to_owned()],
             )
             .await;
         match r {
@@ -285,7 +315,7 @@ impl KeyAuth {
         self.stale.invalidate(hash).await;
     }
 
-    fn forget_all(&self) {
+    pub fn forget_all(&self) {
         self.known.invalidate_all();
         self.stale.invalidate_all();
     }
@@ -303,113 +333,25 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// `keyId:accountId[:perSec:burst]`, the Redis cache's form of a key's owner.
-fn cache_value(o: &KeyOwner) -> String {
-    match o.quota {
-        Some((r, b)) => format!("{}:{}:{r}:{b}", o.key_id, o.account_id),
-        None => format!("{}:{}", o.key_id, o.account_id),
-    }
-}
-
-/// A cached owner and, when written by this version, the time (unix seconds) it is fresh until.
-pub fn parse_cached(v: &str) -> Option<(KeyOwner, Option<i64>)> {
-    match v.split_once('@') {
-        Some((owner, until)) => Some((parse_owner(owner)?, Some(until.parse().ok()?))),
-        None => Some((parse_owner(v)?, None)),
-    }
-}
-
-fn parse_owner(v: &str) -> Option<KeyOwner> {
-    let mut parts = v.split(':');
-    let key_id = parts.next()?.parse().ok()?;
-    let account_id = parts.next()?.parse().ok()?;
-    let quota = match (parts.next(), parts.next()) {
-        (Some(r), Some(b)) => Some((r.parse().ok()?, b.parse().ok()?)),
-        _ => None,
-    };
-    Some(KeyOwner {
-        key_id,
-        account_id,
-        quota,
-    })
-}
-
-/// Revokes a key everywhere: PostgreSQL, a tombstone in the Redis cache, and a broadcast that
-/// evicts it from every api instance's in-process cache. `Ok(false)`: no such key.
-pub async fn revoke(
-    pool: &PgPool,
-    redis: &Client,
-    key_id: Uuid,
-    account_id: Option<Uuid>,
-) -> anyhow::Result<bool> {
-    revoke_with_ttl(pool, redis, key_id, account_id, DEFAULT_TOMBSTONE_TTL_SECS)
-        .await
-        .map_err(anyhow::Error::from)
-}
-
-/// [`revoke`] with the tombstone's lifetime. An already revoked key is revoked again (tombstone
-/// and broadcast sent anew), so a revocation cut short by Redis completes when retried.
-pub async fn revoke_with_ttl(
-    pool: &PgPool,
-    redis: &Client,
-    key_id: Uuid,
-    account_id: Option<Uuid>,
-    tombstone_ttl_secs: u64,
-) -> Result<bool, ApiError> {
-    let Some(hash) = store::revoke_key(pool, key_id, account_id)
-        .await
-        .map_err(ApiError::PostgresUnavailable)?
-    else {
-        return Ok(false);
-    };
-    redis
-        .set::<Value, _, _>(
-            api_key_cache_key(&hash),
-            ABSENT,
-            Some(Expiration::EX(tombstone_ttl_secs.max(1) as i64)),
-            None,
-            false,
-        )
-        .await
-        .map_err(|e| {
-            ApiError::Unavailable(anyhow::Error::new(e).context("writing a key's tombstone"))
-        })?;
-    redis
-        .publish::<Value, _, _>(KEY_REVOCATIONS_CHANNEL, hash)
-        .await
-        .map_err(|e| {
-            ApiError::Unavailable(anyhow::Error::new(e).context("broadcasting a key's revocation"))
-        })?;
-    Ok(true)
-}
-
-/// Evicts every key announced on the revocation channel from this instance's cache.
-pub async fn listen_for_revocations(
-    settings: sluice_shared::config::RedisSettings,
+/// Writes `lastUsedAt` of the keys used since the last write, every `every`; beats `heart` each
+/// round (a failed write is logged and retried with the next round's keys).
+pub fn spawn_last_used_writer(
     auth: KeyAuth,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let subscriber = sluice_shared::redis::connect_subscriber(&settings).await?;
-    let _resubscribe = subscriber.manage_subscriptions();
-    subscriber.subscribe(KEY_REVOCATIONS_CHANNEL).await?;
-    let mut rx = subscriber.message_rx();
-    Ok(tokio::spawn(async move {
-        let _keep = subscriber;
+    pool: PgPool,
+    every: Duration,
+    heart: Heart,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
         loop {
-            match rx.recv().await {
-                Ok(msg) => {
-                    if let Some(hash) = msg.value.as_str() {
-                        auth.forget(&hash).await;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    // Missed announcements: forget everything rather than keep a revoked key.
-                    tracing::warn!(missed = n, "revocation messages lost; clearing key cache");
-                    auth.forget_all();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            tick.tick().await;
+            let used = auth.take_used();
+            if let Err(e) = store::touch_keys(&pool, &used).await {
+                tracing::warn!(error = ?e, keys = used.len(), "could not record lastUsedAt");
             }
+            heart.beat();
         }
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -435,22 +377,5 @@ mod tests {
             presented_key(&TestRequest::default().to_http_request()),
             None
         );
-    }
-
-    #[test]
-    fn cached_owners_parse_back() {
-        let mut o = KeyOwner {
-            key_id: Uuid::now_v7(),
-            account_id: Uuid::now_v7(),
-            quota: None,
-        };
-        assert_eq!(parse_owner(&cache_value(&o)), Some(o));
-        o.quota = Some((5, 10));
-        assert_eq!(parse_owner(&cache_value(&o)), Some(o));
-        assert_eq!(parse_owner("garbage"), None);
-        let until = format!("{}@1700000000", cache_value(&o));
-        assert_eq!(parse_cached(&until), Some((o, Some(1_700_000_000))));
-        assert_eq!(parse_cached(&cache_value(&o)), Some((o, None)));
-        assert_eq!(parse_cached("x@1"), None);
     }
 }

@@ -1,10 +1,15 @@
-//! The stream backlog as the api sees it: entries the worker group has not acknowledged (its lag
-//! plus its pending entries), read from Redis in the background so no request waits for it.
+//! The stream backlog as the api sees it: events the worker group has not acknowledged (its lag
+//! plus its pending entries, over every partition, in events), read from Redis in the background
+//! so no request waits for it. The
+//! overload guard trusts these figures only while the monitor's heart beats: it beats on each
+//! read that succeeds.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
+use sluice_http::Heart;
+use sluice_shared::config::RedisSettings;
 
 #[derive(Debug, Default)]
 pub struct Backlog {
@@ -43,11 +48,21 @@ impl Backlog {
     }
 }
 
-/// Entries the worker group has not acknowledged (see `sluice_shared::redis::group_backlog`).
-pub async fn read(client: &Client, stream: &str, group: &str) -> anyhow::Result<u64> {
-    Ok(sluice_shared::redis::group_backlog(client, stream, group)
+/// Events the worker group has not acknowledged over every partition (see
+/// `sluice_shared::redis::backlog`).
+pub async fn read(client: &Client, settings: &RedisSettings) -> anyhow::Result<u64> {
+    Ok(sluice_shared::redis::backlog(client, settings)
         .await?
-        .total())
+        .events)
+}
+
+/// The streams' memory as Redis estimates it, summed over the partitions.
+pub async fn read_all_bytes(client: &Client, settings: &RedisSettings) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for stream in settings.layout().streams() {
+        total += read_bytes(client, &stream).await?;
+    }
+    Ok(total)
 }
 
 /// The stream's memory as Redis estimates it (`MEMORY USAGE … SAMPLES 16`: a few nodes sampled,
@@ -57,7 +72,7 @@ pub async fn read_bytes(client: &Client, stream: &str) -> anyhow::Result<u64> {
         .custom(
             fred::types::CustomCommand::new_static(
                 "MEMORY",
-                fred::types::ClusterHash::Offset(1),
+                fred::types::ClusterHash::from(stream),
                 false,
             ),
             vec![
@@ -71,12 +86,14 @@ pub async fn read_bytes(client: &Client, stream: &str) -> anyhow::Result<u64> {
     Ok(reply.as_u64().unwrap_or(0))
 }
 
+/// Reads the backlog every `every` into `backlog`; a failed read marks Redis unreachable (ingest
+/// then refuses with 503) and leaves `heart` unbeaten.
 pub fn spawn_monitor(
     client: Client,
-    stream: String,
-    group: String,
+    settings: RedisSettings,
     every: Duration,
     backlog: Arc<Backlog>,
+    heart: Heart,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -85,16 +102,17 @@ pub fn spawn_monitor(
             tick.tick().await;
             let read = async {
                 Ok::<_, anyhow::Error>((
-                    read(&client, &stream, &group).await?,
-                    read_bytes(&client, &stream).await?,
+                    read(&client, &settings).await?,
+                    read_all_bytes(&client, &settings).await?,
                 ))
             };
             match read.await {
                 Ok((n, bytes)) => {
-                    metrics::gauge!("sluice_stream_backlog_entries").set(n as f64);
+                    metrics::gauge!("sluice_stream_backlog_events").set(n as f64);
                     metrics::gauge!("sluice_stream_memory_bytes").set(bytes as f64);
                     backlog.set_bytes(bytes);
                     backlog.set(Some(n));
+                    heart.beat();
                 }
                 Err(e) => {
                     if backlog.redis_reachable() {

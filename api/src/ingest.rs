@@ -1,153 +1,148 @@
-//! `POST /api/v1/events` and `POST /api/v1/events/batch`.
-use actix_web::{web, HttpRequest, HttpResponse};
+//! Judging what a client sends to ingest, and the answers to it: one event parsed, checked and
+//! stamped; a batch judged event by event; the batch's reply and status from what was queued.
+//! No I/O: the handlers in `routes::events` read the body and queue around this.
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sluice_http::ApiError;
+use sluice_shared::config::ApiSettings;
+use sluice_shared::enqueue::Outcome;
 use sluice_shared::error::{ErrorDetail, Violation};
 use sluice_shared::event::{self, QueuedEvent};
-use tracing_actix_web::RequestId;
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
-use crate::error::ApiError;
-use crate::startup::AppState;
-use sluice_shared::enqueue::Outcome;
+use crate::schema::EventEnvelope;
+use sluice_shared::error::ErrorBody;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventReply<'a> {
-    event_id: &'a str,
-    status: &'static str,
+/// What became of one event sent alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// 202: queued.
+    Accepted,
+    /// 200: already seen within the dedup window.
+    Duplicate,
+    /// 202: queued for `events_quarantine` (its tracking plan's mode for a violation).
+    Quarantined,
 }
 
-fn count(outcome: &'static str, reason: &'static str, n: usize) {
+/// The answer to one event.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventReply<'a> {
+    pub event_id: &'a str,
+    pub status: EventStatus,
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    Accepted,
+    Duplicate,
+    Rejected,
+    /// Queued for `events_quarantine`; counts as accepted for the batch's status.
+    Quarantined,
+}
+
+/// How one event of a batch was judged: `eventId` unless rejected, `error` when rejected.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemResult {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub event_id: Option<String>,
+    pub status: ItemStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorDetail>, nullable = false)]
+    pub error: Option<ErrorDetail>,
+}
+
+/// The answer to a batch: the counts and each event's result, in the batch's order; `error` when
+/// every event was rejected (400).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchReply {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// Present when a tracking plan quarantined some of the batch.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub quarantined: usize,
+    pub results: Vec<ItemResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorDetail>, nullable = false)]
+    pub error: Option<ErrorDetail>,
+}
+
+/// A batch as a client sends it. Its events are judged one by one, each from its own JSON text.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody<'a> {
+    /// Body ≤ 5 MiB after decompression; each event ≤ 64 KiB.
+    #[serde(borrow)]
+    #[schema(value_type = Vec<EventEnvelope>, min_items = 1, max_items = 1000)]
+    pub events: Vec<&'a RawValue>,
+}
+
+/// A refused batch, in the one error shape: when every event was judged invalid, the
+/// [`BatchReply`] with its `error`; when the body is no batch (malformed JSON, no `events`, no
+/// event), the error alone.
+pub struct BatchRefusal;
+
+impl PartialSchema for BatchRefusal {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(BatchReply::name()))
+            .item(Ref::from_schema_name(ErrorBody::name()))
+            .into()
+    }
+}
+
+impl ToSchema for BatchRefusal {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((BatchReply::name().into(), BatchReply::schema()));
+        BatchReply::schemas(schemas);
+        schemas.push((ErrorBody::name().into(), ErrorBody::schema()));
+        ErrorBody::schemas(schemas);
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Counts events by outcome and, for refusals, reason.
+pub fn count(outcome: &'static str, reason: &'static str, n: usize) {
     if n > 0 {
         metrics::counter!("sluice_events_total", "outcome" => outcome, "reason" => reason)
             .increment(n as u64);
     }
 }
 
-/// Refuses early, before the body is read, when the queue cannot take more.
-fn check_queue(state: &AppState) -> Result<(), ApiError> {
-    if !state.backlog.redis_reachable() {
-        return Err(ApiError::Unavailable(anyhow::anyhow!(
-            "Redis did not answer the last backlog poll"
-        )));
-    }
-    let api = &state.settings.api;
-    if state.backlog.entries() > api.max_backlog || state.backlog.bytes() > api.max_backlog_bytes {
-        return Err(ApiError::Overloaded);
-    }
-    Ok(())
-}
-
-fn rejection_reason(details: &[Violation]) -> &'static str {
-    if details.iter().any(|d| d.message.contains("unknown field")) {
-        "unknown_field"
-    } else {
-        "schema"
-    }
-}
-
-#[utoipa::path(post, path = "/api/v1/events", tag = "ingest", security(("apiKey" = [])),
-    request_body(content = crate::openapi::EventDoc, content_type = "application/json",
-        description = "One event; `Content-Encoding: gzip` is accepted (limits apply to the decompressed size)"),
-    responses(
-        (status = 202, description = "Queued", body = crate::openapi::EventReplyDoc),
-        (status = 200, description = "Already seen within the dedup window", body = crate::openapi::EventReplyDoc),
-        (status = 400, description = "Malformed JSON (`malformed_json`) or a schema violation (`invalid_event`, with a JSON pointer per violation)", body = crate::openapi::ErrorBodyDoc),
-        (status = 401, description = "Missing, unknown or revoked key", body = crate::openapi::ErrorBodyDoc),
-        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
-        (status = 413, description = "Over 64 KiB, or more JSON values than one event may hold", body = crate::openapi::ErrorBodyDoc),
-        (status = 415, description = "Not sent as `application/json`, or an encoding other than gzip", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Over the key's quota", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Backlog over its limit (`overloaded`), or Redis unreachable (`unavailable`)", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-    ))]
-pub async fn ingest_one(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    request_id: RequestId,
-) -> Result<HttpResponse, ApiError> {
-    let owner = state.auth.authenticate(&req).await?;
-    state.quotas.check(&owner, 1)?;
-    check_queue(&state)?;
-    let api = &state.settings.api;
-    let body = crate::body::read_json_body(&req, payload, api.max_event_bytes, "event").await?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::MalformedJson(format!("the body is not UTF-8: {e}")))
-        .inspect_err(|_| count("rejected", "malformed_json", 1))?;
-    let queued = judge_text(text, limits(api), &owner.account_id.to_string())
-        .map(|(event, _)| event)
-        .inspect_err(|err| count("rejected", reason_of(err), 1))?;
-    let outcomes = state
-        .enqueuer
-        .enqueue(std::slice::from_ref(&queued), &request_id.to_string())
-        .await
-        .map_err(ApiError::Unavailable)?;
-    let event_id = queued.event_id.as_str();
-    Ok(match outcomes.first() {
-        Some(Outcome::Accepted(_)) => {
-            count("accepted", "", 1);
-            HttpResponse::Accepted().json(EventReply {
-                event_id,
-                status: "accepted",
-            })
-        }
-        _ => {
-            count("duplicate", "", 1);
-            HttpResponse::Ok().json(EventReply {
-                event_id,
-                status: "duplicate",
-            })
-        }
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchBody<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
-}
-
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct ItemResult {
-    index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<String>,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorDetail>,
-}
-
-#[derive(Serialize)]
-struct BatchReply {
-    accepted: usize,
-    duplicates: usize,
-    rejected: usize,
-    results: Vec<ItemResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorDetail>,
-}
-
-fn limits(api: &sluice_shared::config::ApiSettings) -> event::EventLimits {
+pub fn limits(api: &ApiSettings) -> event::EventLimits {
     event::EventLimits {
         max_values: api.max_event_values,
     }
 }
 
 /// The metrics reason of a refused event.
-fn reason_of(err: &ApiError) -> &'static str {
+pub fn reason_of(err: &ApiError) -> &'static str {
     match err {
-        ApiError::InvalidEvent { details, .. } => rejection_reason(details),
+        ApiError::InvalidEvent { details, .. }
+            if details.iter().any(|d| d.message.contains("unknown field")) =>
+        {
+            "unknown_field"
+        }
+        ApiError::InvalidEvent { .. } => "schema",
         other => other.code(),
     }
 }
 
 /// Parses, checks and stamps one event; also says how many JSON values its properties hold.
-fn judge_text(
+pub fn judge_text(
     text: &str,
     limits: event::EventLimits,
     account_id: &str,
@@ -177,33 +172,10 @@ fn judge(
     judge_text(raw.get(), limits, account_id)
 }
 
-#[utoipa::path(post, path = "/api/v1/events/batch", tag = "ingest", security(("apiKey" = [])),
-    request_body(content = crate::openapi::BatchDoc, content_type = "application/json",
-        description = "1..1000 events, each judged on its own; `Content-Encoding: gzip` is accepted"),
-    responses(
-        (status = 202, description = "At least one event queued", body = crate::openapi::BatchReplyDoc),
-        (status = 200, description = "Nothing new queued, not every event invalid", body = crate::openapi::BatchReplyDoc),
-        (status = 400, description = "Every event invalid (the counts and results are included), or not a batch", body = crate::openapi::BatchRefusalDoc),
-        (status = 401, description = "Missing, unknown or revoked key", body = crate::openapi::ErrorBodyDoc),
-        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBodyDoc),
-        (status = 413, description = "Over 1000 events, over 5 MiB, or more JSON values than one request may hold", body = crate::openapi::ErrorBodyDoc),
-        (status = 415, description = "Not sent as `application/json`, or an encoding other than gzip", body = crate::openapi::ErrorBodyDoc),
-        (status = 429, description = "Over the key's quota", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Backlog over its limit, or Redis unreachable", body = crate::openapi::ErrorBodyDoc,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-    ))]
-pub async fn ingest_batch(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    request_id: RequestId,
-) -> Result<HttpResponse, ApiError> {
-    let owner = state.auth.authenticate(&req).await?;
-    check_queue(&state)?;
-    let api = &state.settings.api;
-    let body = crate::body::read_json_body(&req, payload, api.max_batch_bytes, "batch").await?;
-    let batch: BatchBody = serde_json::from_slice(&body).map_err(|e| {
+/// A batch body, and the checks on the batch as a whole that come before its quota is spent:
+/// malformed or not a batch (400), too many events (413).
+pub fn parse_batch<'a>(body: &'a [u8], api: &ApiSettings) -> Result<BatchBody<'a>, ApiError> {
+    let batch: BatchBody = serde_json::from_slice(body).map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             ApiError::invalid(vec![Violation {
                 path: String::new(),
@@ -216,94 +188,175 @@ pub async fn ingest_batch(
     if batch.events.len() > api.max_batch_events {
         return Err(ApiError::TooManyEvents(api.max_batch_events));
     }
-    state.quotas.check(&owner, batch.events.len() as u32)?;
-    if batch.events.is_empty() {
+    Ok(batch)
+}
+
+/// A batch judged event by event: the valid events to queue, and the results of the rest.
+#[derive(Debug)]
+pub struct JudgedBatch {
+    /// The valid events, in batch order.
+    pub events: Vec<QueuedEvent>,
+    /// Each valid event's index in the batch: nothing is copied to queue them.
+    positions: Vec<usize>,
+    /// One slot per event of the batch, filled for the rejected ones.
+    results: Vec<Option<ItemResult>>,
+}
+
+/// Judges each event on its own; refuses the whole batch (413) only when its events hold more
+/// JSON values together than one request may.
+pub fn judge_batch(
+    raws: &[&RawValue],
+    api: &ApiSettings,
+    account_id: &str,
+) -> Result<JudgedBatch, ApiError> {
+    if raws.is_empty() {
         return Err(ApiError::invalid(vec![Violation {
             path: "/events".into(),
             message: format!("must hold 1 to {} events", api.max_batch_events),
         }]));
     }
-
-    let account_id = owner.account_id.to_string();
     let limits = limits(api);
-    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(batch.events.len());
-    // Valid events and, beside them, their index in the batch: nothing is copied to queue them.
-    let mut events: Vec<QueuedEvent> = Vec::with_capacity(batch.events.len());
-    let mut positions: Vec<usize> = Vec::with_capacity(batch.events.len());
+    let mut judged = JudgedBatch {
+        events: Vec::with_capacity(raws.len()),
+        positions: Vec::with_capacity(raws.len()),
+        results: Vec::with_capacity(raws.len()),
+    };
     let mut values = 0usize;
-    for (index, raw) in batch.events.iter().enumerate() {
-        match judge(raw, api.max_event_bytes, limits, &account_id) {
+    for (index, raw) in raws.iter().enumerate() {
+        match judge(raw, api.max_event_bytes, limits, account_id) {
             Ok((e, n)) => {
                 values += n;
                 if values > api.max_request_values {
                     return Err(ApiError::TooManyValues(api.max_request_values));
                 }
-                events.push(e);
-                positions.push(index);
-                results.push(None);
+                judged.events.push(e);
+                judged.positions.push(index);
+                judged.results.push(None);
             }
             Err(err) => {
                 count("rejected", reason_of(&err), 1);
-                results.push(Some(ItemResult {
+                judged.results.push(Some(ItemResult {
                     index,
                     event_id: None,
-                    status: "rejected",
+                    status: ItemStatus::Rejected,
                     error: Some(err.body().error),
                 }));
             }
         }
     }
-    drop(batch);
-    drop(body);
+    Ok(judged)
+}
 
-    let outcomes = if events.is_empty() {
-        Vec::new()
-    } else {
-        state
-            .enqueuer
-            .enqueue(&events, &request_id.to_string())
-            .await
-            .map_err(ApiError::Unavailable)?
-    };
-    let (mut accepted, mut duplicates) = (0, 0);
-    for ((index, e), outcome) in positions.into_iter().zip(events).zip(outcomes) {
-        let status = match outcome {
-            Outcome::Accepted(_) => {
-                accepted += 1;
-                "accepted"
-            }
-            Outcome::Duplicate => {
-                duplicates += 1;
-                "duplicate"
-            }
+impl JudgedBatch {
+    /// Events judged elsewhere (a source's messages), each an event or why it is none.
+    pub fn from_items(items: Vec<Result<QueuedEvent, ApiError>>) -> Self {
+        let mut judged = JudgedBatch {
+            events: Vec::with_capacity(items.len()),
+            positions: Vec::with_capacity(items.len()),
+            results: Vec::with_capacity(items.len()),
         };
-        results[index] = Some(ItemResult {
-            index,
-            event_id: Some(e.event_id),
-            status,
-            error: None,
-        });
+        for (index, item) in items.into_iter().enumerate() {
+            match item {
+                Ok(e) => {
+                    judged.events.push(e);
+                    judged.positions.push(index);
+                    judged.results.push(None);
+                }
+                Err(err) => {
+                    count("rejected", reason_of(&err), 1);
+                    judged.results.push(Some(ItemResult {
+                        index,
+                        event_id: None,
+                        status: ItemStatus::Rejected,
+                        error: Some(err.body().error),
+                    }));
+                }
+            }
+        }
+        judged
     }
-    count("accepted", "", accepted);
-    count("duplicate", "", duplicates);
-    let results: Vec<ItemResult> = results.into_iter().flatten().collect();
-    let rejected = results.len() - accepted - duplicates;
-    let reply = |error| BatchReply {
-        accepted,
-        duplicates,
-        rejected,
-        results,
-        error,
-    };
-    Ok(match batch_status(accepted, duplicates, rejected) {
-        BatchStatus::Queued => HttpResponse::Accepted().json(reply(None)),
-        BatchStatus::NothingNew => HttpResponse::Ok().json(reply(None)),
-        BatchStatus::AllRejected => HttpResponse::BadRequest().json(reply(Some(ErrorDetail {
+
+    /// Judges every valid event by the account's tracking plan: those it refuses become
+    /// `rejected` results.
+    pub fn apply_plan(&mut self, plan: &crate::plans::AccountPlan) {
+        if plan.is_empty() {
+            // No schema anywhere; a named version is still an error.
+            if !self.events.iter().any(|e| e.plan.is_some()) {
+                return;
+            }
+        }
+        let events = std::mem::take(&mut self.events);
+        let positions = std::mem::take(&mut self.positions);
+        for (mut e, index) in events.into_iter().zip(positions) {
+            match plan.judge(&mut e) {
+                Ok(()) => {
+                    self.events.push(e);
+                    self.positions.push(index);
+                }
+                Err(err) => {
+                    count("rejected", reason_of(&err), 1);
+                    self.results[index] = Some(ItemResult {
+                        index,
+                        event_id: None,
+                        status: ItemStatus::Rejected,
+                        error: Some(err.body().error),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The reply once the valid events were queued with `outcomes` (one per event, in order).
+    pub fn reply(self, outcomes: Vec<Outcome>) -> (BatchStatus, BatchReply) {
+        let JudgedBatch {
+            events,
+            positions,
+            mut results,
+        } = self;
+        let (mut accepted, mut duplicates, mut quarantined) = (0, 0, 0);
+        for ((index, e), outcome) in positions.into_iter().zip(events).zip(outcomes) {
+            let status = match outcome {
+                Outcome::Accepted(_) if crate::plans::quarantined(&e) => {
+                    quarantined += 1;
+                    ItemStatus::Quarantined
+                }
+                Outcome::Accepted(_) => {
+                    accepted += 1;
+                    ItemStatus::Accepted
+                }
+                Outcome::Duplicate => {
+                    duplicates += 1;
+                    ItemStatus::Duplicate
+                }
+            };
+            results[index] = Some(ItemResult {
+                index,
+                event_id: Some(e.event_id),
+                status,
+                error: None,
+            });
+        }
+        count("accepted", "", accepted);
+        count("duplicate", "", duplicates);
+        count("quarantined", "", quarantined);
+        let results: Vec<ItemResult> = results.into_iter().flatten().collect();
+        let rejected = results.len() - accepted - duplicates - quarantined;
+        let status = batch_status(accepted + quarantined, duplicates, rejected);
+        let error = (status == BatchStatus::AllRejected).then(|| ErrorDetail {
             code: "invalid_event".into(),
             message: "every event in the batch was rejected".into(),
             details: None,
-        }))),
-    })
+        });
+        let reply = BatchReply {
+            accepted,
+            duplicates,
+            rejected,
+            quarantined,
+            results,
+            error,
+        };
+        (status, reply)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -349,5 +402,79 @@ mod tests {
         let err = judge(&raw, 64, limits, "acc").unwrap_err();
         assert_eq!(err.code(), "payload_too_large");
         assert!(judge(&raw, 1024, limits, "acc").is_ok());
+    }
+
+    #[test]
+    fn a_batch_with_one_invalid_event_queues_the_others_in_order() {
+        let api = ApiSettings::default();
+        let body = br#"{"events": [{"eventType":"a","userId":"u","eventId":"e0"}, {"userId":"u"}, {"eventType":"b","userId":"u","eventId":"e2"}]}"#;
+        let batch = parse_batch(body, &api).unwrap();
+        let judged = judge_batch(&batch.events, &api, "acc").unwrap();
+        assert_eq!(judged.events.len(), 2);
+        let (status, reply) =
+            judged.reply(vec![Outcome::Accepted("1-0".into()), Outcome::Duplicate]);
+        assert_eq!(status, BatchStatus::Queued);
+        assert_eq!(
+            (reply.accepted, reply.duplicates, reply.rejected),
+            (1, 1, 1)
+        );
+        let statuses: Vec<_> = reply.results.iter().map(|r| (r.index, r.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                (0, ItemStatus::Accepted),
+                (1, ItemStatus::Rejected),
+                (2, ItemStatus::Duplicate)
+            ]
+        );
+        assert_eq!(reply.results[2].event_id.as_deref(), Some("e2"));
+        assert_eq!(
+            reply.results[1].error.as_ref().map(|e| e.code.as_str()),
+            Some("invalid_event")
+        );
+        assert!(reply.error.is_none());
+    }
+
+    #[test]
+    fn a_batch_of_only_invalid_events_carries_the_error() {
+        let api = ApiSettings::default();
+        let batch = parse_batch(br#"{"events": [{"userId":"u"}]}"#, &api).unwrap();
+        let (status, reply) = judge_batch(&batch.events, &api, "acc")
+            .unwrap()
+            .reply(vec![]);
+        assert_eq!(status, BatchStatus::AllRejected);
+        assert_eq!(
+            reply.error.map(|e| e.code),
+            Some("invalid_event".to_owned())
+        );
+    }
+
+    #[test]
+    fn bodies_that_are_no_batch_are_refused_whole() {
+        let mut api = ApiSettings::default();
+        assert_eq!(
+            parse_batch(b"{", &api).err().map(|e| e.code()),
+            Some("malformed_json")
+        );
+        assert_eq!(
+            parse_batch(br#"{"evts": []}"#, &api)
+                .err()
+                .map(|e| e.code()),
+            Some("invalid_event")
+        );
+        let empty = parse_batch(br#"{"events": []}"#, &api).unwrap();
+        assert_eq!(
+            judge_batch(&empty.events, &api, "acc")
+                .err()
+                .map(|e| e.code()),
+            Some("invalid_event")
+        );
+        api.max_batch_events = 1;
+        assert_eq!(
+            parse_batch(br#"{"events": [{}, {}]}"#, &api)
+                .err()
+                .map(|e| e.code()),
+            Some("payload_too_large")
+        );
     }
 }

@@ -13,7 +13,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use sluice_http::{ApiError, Heart};
+
 use crate::store::KeyOwner;
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -69,17 +70,20 @@ impl<C: Clock> LoginLimiter<C> {
     }
 }
 
-/// Prunes the login limiter every `every`, so a flood of addresses costs memory only for a minute.
+/// Prunes the login limiter every `every`, so a flood of addresses costs memory only for a
+/// minute; beats `heart` each round.
 pub fn spawn_login_limiter_pruner(
-    state: actix_web::web::Data<crate::startup::AppState>,
+    limiter: Arc<LoginLimiter>,
     every: Duration,
+    heart: Heart,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
         loop {
             tick.tick().await;
-            state.login_limiter.prune();
-            metrics::gauge!("sluice_login_limiter_addresses").set(state.login_limiter.len() as f64);
+            limiter.prune();
+            metrics::gauge!("sluice_login_limiter_addresses").set(limiter.len() as f64);
+            heart.beat();
         }
     })
 }

@@ -1,210 +1,27 @@
-//! The OpenAPI 3 document, generated from the handlers' annotations so it cannot drift, served at
-//! `/api/openapi.json`, and a docs page at `/api/docs` that needs no network (no CDN).
-use actix_web::HttpResponse;
-use serde::Serialize;
-use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Ref, RefOr};
-use utoipa::{Modify, OpenApi, ToSchema};
+//! The api's OpenAPI document, generated from the handlers' annotations and the types they read
+//! and answer (so it cannot drift), with the skeleton's operations endpoints merged in; served by
+//! the skeleton at `/api/openapi.json`.
+use sluice_http::auth::JwtScheme;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-/// `{"error": {"code", "message", "details"?}}`, the one error shape.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBodyDoc {
-    pub error: ErrorDetailDoc,
-}
+use crate::routes;
 
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetailDoc {
-    #[schema(example = "invalid_event")]
-    pub code: String,
-    pub message: String,
-    #[schema(nullable = false)]
-    pub details: Option<Vec<ViolationDoc>>,
-}
+/// The ingest key; the account JWT's scheme is the skeleton's ([`sluice_http::auth::JwtScheme`]).
+struct ApiKeyScheme;
 
-#[derive(Serialize, ToSchema)]
-pub struct ViolationDoc {
-    /// JSON pointer to the offending value.
-    #[schema(example = "/userId")]
-    pub path: String,
-    pub message: String,
-}
-
-/// One event as a client sends it. Anything else is rejected. An optional field sent as `null` is
-/// treated as absent (SDKs send `null` for unset fields).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EventDoc {
-    /// Absent (or `null`) → a UUIDv7 is assigned.
-    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
-    pub event_id: Option<String>,
-    #[schema(
-        example = "purchase",
-        min_length = 1,
-        max_length = 100,
-        pattern = "^[a-zA-Z][a-zA-Z0-9_.:-]*$"
-    )]
-    pub event_type: String,
-    /// The end user the event is about.
-    #[schema(example = "user-42", min_length = 1, max_length = 128)]
-    pub user_id: String,
-    #[schema(min_length = 1, max_length = 128)]
-    pub session_id: Option<String>,
-    /// RFC 3339 (years 0000 to 9999 once in UTC); absent → receive time.
-    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
-    /// RFC 3339 client clock at send time; corrects `timestamp` for clock skew.
-    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[schema(value_type = Option<PropertiesDoc>)]
-    pub properties: Option<serde_json::Value>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchDoc {
-    /// Body ≤ 5 MiB after decompression; each event ≤ 64 KiB.
-    #[schema(min_items = 1, max_items = 1000)]
-    pub events: Vec<EventDoc>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EventStatusDoc {
-    /// 202: queued.
-    Accepted,
-    /// 200: already seen within the dedup window.
-    Duplicate,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EventReplyDoc {
-    pub event_id: String,
-    pub status: EventStatusDoc,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemStatusDoc {
-    Accepted,
-    Duplicate,
-    Rejected,
-}
-
-/// How one event of a batch was judged: `eventId` unless rejected, `error` when rejected.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemDoc {
-    pub index: usize,
-    #[schema(nullable = false)]
-    pub event_id: Option<String>,
-    pub status: ItemStatusDoc,
-    #[schema(nullable = false)]
-    pub error: Option<ErrorDetailDoc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BatchReplyDoc {
-    pub accepted: usize,
-    pub duplicates: usize,
-    pub rejected: usize,
-    pub results: Vec<BatchItemDoc>,
-}
-
-/// A refused batch, in the one error shape. When the events were judged (every one was
-/// invalid) it also carries the counts and each event's result; a body that is not a batch
-/// (malformed JSON, no `events`, 0 events) carries `error` only.
-#[derive(Serialize, ToSchema)]
-pub struct BatchRefusalDoc {
-    pub error: ErrorDetailDoc,
-    #[schema(nullable = false)]
-    pub accepted: Option<usize>,
-    #[schema(nullable = false)]
-    pub duplicates: Option<usize>,
-    #[schema(nullable = false)]
-    pub rejected: Option<usize>,
-    #[schema(nullable = false)]
-    pub results: Option<Vec<BatchItemDoc>>,
-}
-
-/// `properties`: any JSON object whose property names, at every depth, hold no NUL (MongoDB
-/// cannot store them); nesting depth ≤ 16, at most 10,000 values, integers at most
-/// 9223372036854775807 (i64).
-pub struct PropertiesDoc;
-
-const PROPERTY_NAME_PATTERN: &str = "^[^\\u0000]*$";
-
-impl utoipa::PartialSchema for PropertiesDoc {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "Any JSON object: property names (at every depth) without NUL, nesting depth ≤ 16, \
-                 at most 10,000 values, integers at most 9223372036854775807",
-            ))
-            .property_names(Some(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some(PROPERTY_NAME_PATTERN)),
-            ))
-            .additional_properties(Some(Ref::from_schema_name("PropertyValueDoc")))
-            .into()
-    }
-}
-
-impl ToSchema for PropertiesDoc {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "PropertiesDoc".into()
-    }
-}
-
-/// A value inside `properties`: any JSON value, objects and arrays holding the same.
-fn property_value_schema() -> RefOr<Schema> {
-    AnyOfBuilder::new()
-        .item(Ref::from_schema_name("PropertiesDoc"))
-        .item(
-            ArrayBuilder::new()
-                .schema_type(Type::Array)
-                .items(Ref::from_schema_name("PropertyValueDoc")),
-        )
-        .item(ObjectBuilder::new().schema_type(Type::String))
-        .item(ObjectBuilder::new().schema_type(Type::Number))
-        .item(ObjectBuilder::new().schema_type(Type::Boolean))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .into()
-}
-
-struct Properties;
-
-impl Modify for Properties {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.schemas.insert(
-            "PropertiesDoc".into(),
-            <PropertiesDoc as utoipa::PartialSchema>::schema(),
-        );
-        components
-            .schemas
-            .insert("PropertyValueDoc".into(), property_value_schema());
-    }
-}
-
-struct Security;
-
-impl Modify for Security {
+impl Modify for ApiKeyScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "apiKey",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
+        // Segment's SDKs: the API key as the HTTP Basic user name, an empty password (or
+        // `writeKey` in the body, which OpenAPI cannot name as a scheme).
         components.add_security_scheme(
-            "jwt",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            "segmentWriteKey",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
     }
 }
@@ -213,48 +30,93 @@ impl Modify for Security {
 #[openapi(
     info(title = "Sluice api", description = "Event ingestion: authenticated, validated, deduplicated, queued."),
     paths(
-        crate::ingest::ingest_one,
-        crate::ingest::ingest_batch,
-        crate::accounts::register,
-        crate::accounts::login,
-        crate::accounts::me,
-        crate::keys_http::create,
-        crate::keys_http::list,
-        crate::keys_http::revoke,
-        crate::startup::health,
-        crate::startup::ready,
-        crate::startup::live,
-        crate::startup::metrics,
+        routes::events::ingest_one,
+        routes::events::ingest_batch,
+        routes::events::list,
+        routes::events::get_one,
+        routes::quarantine::list,
+        routes::quarantine::replay,
+        routes::dlq::replay_many,
+        routes::auth::register,
+        routes::auth::login,
+        routes::auth::me,
+        routes::keys::create,
+        routes::keys::list,
+        routes::keys::revoke,
+        routes::dlq::list,
+        routes::dlq::replay,
+        routes::schemas::publish,
+        routes::schemas::list,
+        routes::schemas::versions,
+        routes::schemas::version,
+        routes::schemas::set_mode,
+        routes::schemas::account_mode,
+        routes::schemas::set_account_mode,
+        routes::sources::create,
+        routes::sources::list,
+        routes::sources::delete,
+        routes::sources::rotate,
+        routes::webhooks::deliver,
+        routes::segment::batch,
+        routes::segment::track,
+        routes::segment::identify,
+        routes::segment::page,
+        routes::segment::screen,
+        routes::segment::group,
+        routes::segment::alias,
+        routes::posthog::capture,
+        routes::posthog::decide,
     ),
-    components(schemas(
-        ErrorBodyDoc, ErrorDetailDoc, ViolationDoc, EventDoc, BatchDoc, EventReplyDoc,
-        EventStatusDoc, ItemStatusDoc, BatchItemDoc, BatchReplyDoc, BatchRefusalDoc,
-        crate::accounts::Credentials, crate::accounts::LoginRequest, crate::accounts::AccountView, crate::accounts::TokenView,
-        crate::keys_http::NewKeyRequest, crate::keys_http::NewKeyView, crate::keys_http::KeyView,
-    )),
-    modifiers(&Security, &Properties)
+    modifiers(&ApiKeyScheme, &JwtScheme)
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// The whole document: the api's endpoints and the operations endpoints every service serves.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(sluice_http::ops::OpsDoc::openapi());
+    alias(&mut doc, "/batch", &routes::posthog::ALIASES);
+    for path in [
+        "/v1/batch",
+        "/v1/track",
+        "/v1/identify",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/group",
+        "/v1/alias",
+    ] {
+        alias(&mut doc, path, &[&format!("{path}/")]);
+    }
+    alias(&mut doc, "/decide", &routes::posthog::DECIDE_PATHS[1..]);
+    // `/decide` answers GET as it answers POST.
+    if let Some(item) = doc.paths.paths.get("/decide").cloned() {
+        for path in routes::posthog::DECIDE_PATHS {
+            if let Some(target) = doc.paths.paths.get_mut(path) {
+                target.get = item.post.clone().map(|mut op| {
+                    op.operation_id = op.operation_id.map(|id| format!("{id}_get"));
+                    op
+                });
+            }
+        }
+    }
+    doc
 }
 
-const DOCS_HTML: &str = include_str!("docs/index.html");
-const DOCS_JS: &str = include_str!("docs/docs.js");
-
-pub async fn docs_page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((
-            "Content-Security-Policy",
-            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-        ))
-        .body(DOCS_HTML)
-}
-
-pub async fn docs_script() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .body(DOCS_JS)
+/// The same operation documented at each of `aliases` (PostHog's SDKs call one endpoint by
+/// several paths), each with an operation id of its own.
+fn alias(doc: &mut utoipa::openapi::OpenApi, path: &str, aliases: &[&str]) {
+    let Some(item) = doc.paths.paths.get(path).cloned() else {
+        return;
+    };
+    for alias in aliases {
+        let suffix: String = alias
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut copy = item.clone();
+        if let Some(op) = copy.post.as_mut() {
+            op.operation_id = op.operation_id.take().map(|id| format!("{id}{suffix}"));
+        }
+        doc.paths.paths.insert((*alias).to_owned(), copy);
+    }
 }

@@ -1,366 +1,271 @@
-//! Building and running the api: connections, background tasks, and the one list of routes.
+//! Building and running the api on the service skeleton: connect, put the state together, start
+//! the loops that matter (each with its heart), and serve the one list of routes.
 use std::future::Future;
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle, Service};
-use actix_web::{web, App, HttpResponse, HttpServer};
-use anyhow::Context;
-use fred::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::http::Method;
+use actix_web::web;
+use fred::clients::SubscriberClient;
+use sluice_http::{at, health, timed_check, Lifecycle, Running, ServeOptions, Service};
 use sluice_shared::config::Settings;
-use sluice_shared::health::{health_response, timed_check, Lifecycle};
-use sluice_shared::telemetry_metrics::{metrics_endpoint, prometheus};
-use sqlx::PgPool;
-use tracing_actix_web::TracingLogger;
+use sluice_shared::jwt::Jwt;
 
-use crate::auth::KeyAuth;
-use crate::backlog::Backlog;
-use crate::error::ApiError;
-use crate::{accounts, ingest, keys_http, openapi, store};
-use sluice_shared::enqueue::Enqueuer;
+use crate::routes::{
+    auth, dlq, docs, events, keys, posthog, quarantine, schemas, segment, sources, webhooks,
+};
+use crate::state::{AppState, Connections};
 
-pub struct AppState {
-    pub settings: Settings,
-    pub auth: KeyAuth,
-    pub jwt: sluice_shared::jwt::Jwt,
-    pub login_limiter: crate::limits::LoginLimiter,
-    pub trusted_proxies: crate::limits::TrustedProxies,
-    pub password_slots: crate::limits::PasswordSlots,
-    pub quotas: crate::limits::KeyQuotas,
-    pub enqueuer: Enqueuer,
-    pub backlog: Arc<Backlog>,
-    pub redis: Client,
-    pub pool: PgPool,
-    pub lifecycle: Lifecycle,
-}
-
-/// Every route of the api. A method a path does not serve is 405 with `Allow`.
+/// Every route of the api (the skeleton adds `/api/health`, `/api/ready`, `/api/live`, `/metrics`
+/// and `/api/openapi.json`). A method a path does not serve is 405 with `Allow`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use actix_web::http::Method;
-    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
     cfg.service(at(
         "/api/v1/events",
-        vec![(post.clone(), web::to(ingest::ingest_one))],
+        vec![
+            (Method::POST, web::to(events::ingest_one)),
+            (Method::GET, web::to(events::list)),
+        ],
     ))
     .service(at(
         "/api/v1/events/batch",
-        vec![(post.clone(), web::to(ingest::ingest_batch))],
+        vec![(Method::POST, web::to(events::ingest_batch))],
+    ))
+    .service(at(
+        "/api/v1/events/{eventId}",
+        vec![(Method::GET, web::to(events::get_one))],
+    ))
+    .service(at(
+        "/api/v1/quarantine",
+        vec![(Method::GET, web::to(quarantine::list))],
     ))
     .service(at(
         "/api/v1/auth/register",
-        vec![(post.clone(), web::to(accounts::register))],
+        vec![(Method::POST, web::to(auth::register))],
     ))
     .service(at(
         "/api/v1/auth/login",
-        vec![(post.clone(), web::to(accounts::login))],
+        vec![(Method::POST, web::to(auth::login))],
     ))
     .service(at(
         "/api/v1/auth/me",
-        vec![(get.clone(), web::to(accounts::me))],
+        vec![(Method::GET, web::to(auth::me))],
     ))
     .service(at(
         "/api/v1/keys",
         vec![
-            (post, web::to(keys_http::create)),
-            (get.clone(), web::to(keys_http::list)),
+            (Method::POST, web::to(keys::create)),
+            (Method::GET, web::to(keys::list)),
         ],
     ))
     .service(at(
         "/api/v1/keys/{id}",
-        vec![(delete, web::to(keys_http::revoke))],
+        vec![(Method::DELETE, web::to(keys::revoke))],
     ))
-    .service(at("/api/health", vec![(get.clone(), web::to(health))]))
-    .service(at("/api/ready", vec![(get.clone(), web::to(ready))]))
-    .service(at("/api/live", vec![(get.clone(), web::to(live))]))
-    .service(at("/metrics", vec![(get.clone(), web::to(metrics))]))
+    .service(at("/api/v1/dlq", vec![(Method::GET, web::to(dlq::list))]))
     .service(at(
-        "/api/openapi.json",
-        vec![(get.clone(), web::to(openapi::openapi_json))],
+        "/api/v1/dlq/replay",
+        vec![(Method::POST, web::to(dlq::replay_many))],
     ))
     .service(at(
-        "/api/docs",
-        vec![(get.clone(), web::to(openapi::docs_page))],
+        "/api/v1/quarantine/replay",
+        vec![(Method::POST, web::to(quarantine::replay))],
     ))
     .service(at(
-        "/api/docs.js",
-        vec![(get, web::to(openapi::docs_script))],
+        "/api/v1/dlq/{id}/replay",
+        vec![(Method::POST, web::to(dlq::replay))],
+    ))
+    .service(at(
+        "/api/v1/sources",
+        vec![
+            (Method::POST, web::to(sources::create)),
+            (Method::GET, web::to(sources::list)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/sources/{id}",
+        vec![(Method::DELETE, web::to(sources::delete))],
+    ))
+    .service(at(
+        "/api/v1/sources/{id}/rotate",
+        vec![(Method::POST, web::to(sources::rotate))],
+    ))
+    .service(at(
+        "/api/v1/schemas",
+        vec![
+            (Method::POST, web::to(schemas::publish)),
+            (Method::GET, web::to(schemas::list)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/schemas/{eventType}",
+        vec![(Method::GET, web::to(schemas::versions))],
+    ))
+    .service(at(
+        "/api/v1/schemas/{eventType}/mode",
+        vec![(Method::PUT, web::to(schemas::set_mode))],
+    ))
+    .service(at(
+        "/api/v1/schemas/{eventType}/{version}",
+        vec![(Method::GET, web::to(schemas::version))],
+    ))
+    .service(at(
+        "/api/v1/account/schema-mode",
+        vec![
+            (Method::GET, web::to(schemas::account_mode)),
+            (Method::PUT, web::to(schemas::set_account_mode)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/webhooks/{id}",
+        vec![(Method::POST, web::to(webhooks::deliver))],
     ));
-}
-
-/// One path and the handler of each method it serves; any other method is 405 with `Allow`.
-fn at(
-    path: &str,
-    methods: Vec<(actix_web::http::Method, actix_web::Route)>,
-) -> actix_web::Resource {
-    sluice_shared::health::resource_at(path, methods, |method, allow| ApiError::MethodNotAllowed {
-        method,
-        allow,
-    })
-}
-
-/// Bodies of the JSON endpoints (not ingest, which reads its own): small, and errors in the
-/// contract's shape.
-fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(16 * 1024)
-        .error_handler(|err, req| {
-            use actix_web::error::JsonPayloadError as E;
-            match err {
-                E::Payload(ref e) if crate::body::timeout_error(e, req).is_some() => {
-                    crate::body::timeout_error(e, req).unwrap_or(ApiError::RequestTimeout(0))
-                }
-                E::ContentType => {
-                    ApiError::UnsupportedMediaType("Content-Type must be application/json".into())
-                }
-                E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
-                    ApiError::PayloadTooLarge {
-                        what: "request",
-                        limit,
-                    }
-                }
-                E::Deserialize(e) if e.is_data() => ApiError::invalid_request("", e.to_string()),
-                other => ApiError::MalformedJson(other.to_string()),
-            }
-            .into()
-        })
-}
-
-fn cors(origin: &str) -> actix_cors::Cors {
-    actix_cors::Cors::default()
-        .allowed_origin(origin)
-        .allowed_methods(["GET", "POST", "DELETE"])
-        .allowed_headers([
-            "authorization",
-            "content-type",
-            "content-encoding",
-            "x-api-key",
-            "x-request-id",
-        ])
-        .expose_headers(["retry-after", "x-request-id"])
-        .max_age(600)
-}
-
-fn security_headers() -> actix_web::middleware::DefaultHeaders {
-    actix_web::middleware::DefaultHeaders::new()
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("X-Frame-Options", "DENY"))
-        .add(("Referrer-Policy", "no-referrer"))
-        .add(("Cache-Control", "no-store"))
-        .add((
-            "Content-Security-Policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ))
+    // Segment's HTTP API, each path also with a trailing slash.
+    type MakeRoute = fn() -> actix_web::Route;
+    let segment_routes: [(&str, MakeRoute); 7] = [
+        ("/v1/batch", || web::to(segment::batch)),
+        ("/v1/track", || web::to(segment::track)),
+        ("/v1/identify", || web::to(segment::identify)),
+        ("/v1/page", || web::to(segment::page)),
+        ("/v1/screen", || web::to(segment::screen)),
+        ("/v1/group", || web::to(segment::group)),
+        ("/v1/alias", || web::to(segment::alias)),
+    ];
+    for (path, route) in segment_routes {
+        cfg.service(at(path, vec![(Method::POST, route())]));
+        cfg.service(at(&format!("{path}/"), vec![(Method::POST, route())]));
+    }
+    for path in std::iter::once("/batch").chain(posthog::ALIASES) {
+        cfg.service(at(path, vec![(Method::POST, web::to(posthog::capture))]));
+    }
+    for path in posthog::DECIDE_PATHS {
+        cfg.service(at(
+            path,
+            vec![
+                (Method::GET, web::to(posthog::decide)),
+                (Method::POST, web::to(posthog::decide)),
+            ],
+        ));
+    }
+    cfg.service(at("/api/docs", vec![(Method::GET, web::to(docs::page))]))
+        .service(at(
+            "/api/docs.js",
+            vec![(Method::GET, web::to(docs::script))],
+        ));
 }
 
 pub struct Application {
-    port: u16,
-    server: Server,
-    state: web::Data<AppState>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 impl Application {
+    /// Binds the listener at once (port 0 in tests), waits for Redis behind the skeleton's
+    /// stand-in, then serves.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        prometheus();
-        let jwt =
-            sluice_shared::jwt::Jwt::new(&settings.auth.jwt_secret()?, settings.auth.jwt_ttl_secs);
-        let listener = TcpListener::bind((settings.api.host.as_str(), settings.api.port))
-            .with_context(|| {
-                format!(
-                    "cannot bind api.host/api.port {}:{}",
-                    settings.api.host, settings.api.port
-                )
-            })?;
-        let port = listener.local_addr()?.port();
-        // Redis may not be up yet, or still loading its AOF: wait for it (and answer /api/ready
-        // 503 meanwhile) rather than exit.
-        let redis = sluice_shared::health::while_starting(
-            &listener,
-            sluice_shared::redis::connect_when_ready(&settings.redis),
-        )
-        .await?;
-        let pool = store::pool(&settings.postgres)?;
-        sluice_shared::redis::ensure_group(
-            &redis,
-            &settings.redis.stream_key,
-            &settings.redis.group,
-        )
-        .await?;
-        let enqueuer = Enqueuer::new(
-            redis.clone(),
-            settings.redis.stream_key.clone(),
-            settings.api.dedup_window_secs,
-        );
-        enqueuer.load().await?;
-        let auth = KeyAuth::new(redis.clone(), pool.clone(), &settings.api);
-        let trusted_proxies = crate::limits::TrustedProxies::parse(&settings.api.trusted_proxies)?;
-        let password_slots = crate::limits::PasswordSlots::new(
-            settings.auth.max_concurrent_password_hashes,
-            Duration::from_millis(settings.auth.password_hash_wait_ms),
-        );
-
-        let backlog = Arc::new(Backlog::default());
-        backlog.set(Some(
-            crate::backlog::read(&redis, &settings.redis.stream_key, &settings.redis.group).await?,
-        ));
-        let mut tasks = vec![
-            crate::backlog::spawn_monitor(
-                redis.clone(),
-                settings.redis.stream_key.clone(),
-                settings.redis.group.clone(),
-                settings.api.backlog_poll(),
-                backlog.clone(),
-            ),
-            spawn_last_used_writer(
-                auth.clone(),
-                pool.clone(),
-                Duration::from_secs(settings.api.last_used_flush_secs),
-            ),
-        ];
-        tasks
-            .push(crate::auth::listen_for_revocations(settings.redis.clone(), auth.clone()).await?);
-
-        let lifecycle = Lifecycle::new(Duration::from_secs(30));
-        let workers = settings.api.workers;
-        let login_limiter = crate::limits::LoginLimiter::per_minute(settings.auth.login_per_minute);
-        let quotas = crate::limits::KeyQuotas::new(
-            settings.auth.key_quota_per_sec,
-            settings.auth.key_quota_burst,
-        );
-        let cors_origin = settings.auth.cors_origin.clone();
-        let state = web::Data::new(AppState {
-            settings,
-            auth,
-            jwt,
-            login_limiter,
-            trusted_proxies,
-            password_slots,
-            quotas,
-            enqueuer,
-            backlog,
-            redis,
-            pool,
-            lifecycle: lifecycle.clone(),
-        });
-        tasks.push(crate::limits::spawn_login_limiter_pruner(
-            state.clone(),
-            Duration::from_secs(state.settings.auth.login_limiter_prune_secs),
-        ));
-        let server_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap_fn(|req, srv| {
-                    let started = Instant::now();
-                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await?;
-                        let status = res.status().as_u16().to_string();
-                        metrics::counter!("sluice_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
-                        metrics::histogram!("sluice_http_request_duration_seconds", "route" => route)
-                            .record(started.elapsed().as_secs_f64());
-                        Ok(res)
-                    }
-                })
-                .wrap_fn(|req, srv| srv.call(crate::body::with_body_deadline(req)))
-                .wrap(cors(&cors_origin))
-                .wrap(security_headers())
-                .wrap(TracingLogger::default())
-                .app_data(server_state.clone())
-                .app_data(json_config())
-                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-                .configure(routes)
-                .default_service(web::to(not_found))
-        })
-        .disable_signals()
-        .shutdown_timeout(10);
-        if workers > 0 {
-            server = server.workers(workers);
-        }
-        let server = server.listen(listener)?.run();
-        lifecycle.set_ready(true);
-        Ok(Self {
-            port,
-            server,
-            state,
-            tasks,
-        })
+        sluice_shared::telemetry_metrics::prometheus();
+        let jwt = Jwt::new(&settings.auth.jwt_secret()?, settings.auth.jwt_ttl_secs);
+        let service = Service::bind("api", &settings.api.host, settings.api.port)?;
+        let connections = service.while_starting(Connections::open(&settings)).await?;
+        let state = web::Data::new(AppState::new(settings, jwt, &connections)?);
+        let mut running = service.serve(serve_options(&state), with_state(state.clone()))?;
+        let loops = spawn_loops(&state, connections.revocations, running.lifecycle());
+        running.adopt(loops);
+        Ok(Self { running })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.running.port()
     }
 
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.running.handle()
     }
 
-    /// Serves until SIGTERM or SIGINT, then turns unready and drains in-flight requests.
+    /// Serves until SIGTERM or SIGINT, then stops as [`Application::run_until`] does.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(sluice_shared::health::shutdown_signal())
-            .await
+        self.running.run_until_stopped().await
     }
 
-    /// Serves until `shutdown` completes, then turns unready and drains in-flight requests.
+    /// Serves until `shutdown` completes; then readiness turns off, the api serves on through
+    /// `api.drain_gap_ms`, and drains in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        sluice_shared::health::serve_until(self.server, &self.state.lifecycle, shutdown).await?;
-        for t in self.tasks {
-            t.abort();
-        }
-        Ok(())
+        self.running.run_until(shutdown).await
     }
 }
 
-fn spawn_last_used_writer(
-    auth: KeyAuth,
-    pool: PgPool,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let used = auth.take_used();
-            if let Err(e) = store::touch_keys(&pool, &used).await {
-                tracing::warn!(error = ?e, keys = used.len(), "could not record lastUsedAt");
-            }
+/// The loops that matter, each with the heart `/api/live` watches and the age at which it
+/// counts as stalled.
+fn spawn_loops(
+    state: &web::Data<AppState>,
+    revocations: SubscriberClient,
+    lifecycle: &Lifecycle,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (api, redis) = (&state.settings.api, &state.settings.redis);
+    let poll = api.backlog_poll();
+    let last_used = Duration::from_secs(api.last_used_flush_secs.max(1));
+    let prune = Duration::from_secs(state.settings.auth.login_limiter_prune_secs.max(1));
+    vec![
+        crate::backlog::spawn_monitor(
+            state.redis.clone(),
+            redis.clone(),
+            poll,
+            state.backlog.clone(),
+            lifecycle.heart("backlog_monitor", (poll * 40).max(Duration::from_secs(2))),
+        ),
+        crate::revocation::spawn_listener(
+            revocations,
+            state.redis.clone(),
+            state.auth.clone(),
+            state.plans.clone(),
+            lifecycle.heart("revocation_listener", crate::revocation::PROBE_EVERY * 3),
+        ),
+        crate::auth::spawn_last_used_writer(
+            state.auth.clone(),
+            state.pool.clone(),
+            last_used,
+            lifecycle.heart("last_used_writer", last_used * 3 + Duration::from_secs(10)),
+        ),
+        crate::limits::spawn_login_limiter_pruner(
+            state.login_limiter.clone(),
+            prune,
+            lifecycle.heart("login_limiter_pruner", prune * 3 + Duration::from_secs(10)),
+        ),
+        sluice_http::spawn_runtime_heart(lifecycle, Duration::from_secs(1)),
+    ]
+}
+
+fn serve_options(state: &web::Data<AppState>) -> ServeOptions {
+    let (redis, pool, mongo) = (state.redis.clone(), state.pool.clone(), state.mongo.clone());
+    // MongoDB serves only the dead-letter endpoints: down, the api is `degraded`, not down.
+    let mut options = ServeOptions::new(health(move || {
+        let (redis, pool, mongo) = (redis.clone(), pool.clone(), mongo.clone());
+        async move {
+            let within = Duration::from_secs(2);
+            let (redis, postgres, mongodb) = tokio::join!(
+                timed_check("redis", within, sluice_shared::redis::ping(&redis)),
+                timed_check("postgres", within, crate::store::ping(&pool)),
+                timed_check("mongodb", within, sluice_store::ping(&mongo)),
+            );
+            vec![redis, postgres, mongodb.optional()]
         }
-    })
+    }));
+    let settings = &state.settings;
+    options.workers = settings.api.workers;
+    options.drain_gap = settings.api.drain_gap();
+    options.body_read_timeout = settings.api.body_read_timeout();
+    options.cors_origin = Some(settings.auth.cors_origin.clone()).filter(|o| !o.is_empty());
+    // Customers' web pages call the SDK intakes: any origin, never credentials.
+    options.open_cors_paths = crate::routes::posthog::open_cors_paths();
+    options.openapi = Some(crate::openapi::document());
+    options
 }
 
-async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(sluice_shared::error::ErrorBody::new(
-        "not_found",
-        "no such endpoint",
-    ))
-}
-
-#[utoipa::path(get, path = "/api/health", tag = "operations",
-    responses((status = 200, description = "Redis and PostgreSQL answer"), (status = 503, description = "A dependency is down")))]
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let within = Duration::from_secs(2);
-    let (redis, pg) = tokio::join!(
-        timed_check("redis", within, sluice_shared::redis::ping(&state.redis)),
-        timed_check("postgres", within, store::ping(&state.pool)),
-    );
-    health_response(vec![redis, pg])
-}
-
-#[utoipa::path(get, path = "/api/ready", tag = "operations",
-    responses((status = 200, description = "Taking traffic"), (status = 503, description = "Starting or shutting down")))]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    state.lifecycle.ready_response()
-}
-
-#[utoipa::path(get, path = "/api/live", tag = "operations",
-    responses((status = 200, description = "The process is alive")))]
-pub async fn live(state: web::Data<AppState>) -> HttpResponse {
-    state.lifecycle.live_response()
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics() -> HttpResponse {
-    metrics_endpoint().await
+/// The route table with the state (and the JWT verifier `AuthedAccount` reads) in its app data.
+fn with_state(
+    state: web::Data<AppState>,
+) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
+    let jwt = web::Data::new(state.jwt.clone());
+    move |cfg| {
+        cfg.app_data(state.clone()).app_data(jwt.clone());
+        routes(cfg);
+    }
 }

@@ -1,9 +1,9 @@
-//! The api's body reader: a gzip body inflated under the byte limit that also caps the
+//! The services' body reader (`sluice_http::body`): a gzip body inflated under the byte limit that also caps the
 //! decompressed size. Property: no panic, an accepted body is never over the limit, and memory
 //! stays about `limit` whatever the body or its trailer claims.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sluice_api::body::{inflate, InflateError};
+use sluice_http::body::{inflate, InflateError};
 
 fuzz_target!(|data: &[u8]| {
     // The first two bytes choose the limit (up to 8 MiB, past the 5 MiB batch limit); the rest is

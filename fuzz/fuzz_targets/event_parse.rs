@@ -9,9 +9,9 @@ use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use sluice_shared::event::{parse_event, EventLimits, QueuedEvent, MAX_PROPERTIES_DEPTH};
-use sluice_shared::names::STREAM_EVENT_FIELD;
+use sluice_shared::names::{STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
 use sluice_shared::scan::scan;
-use sluice_worker::store::to_document;
+use sluice_store::to_document;
 use sluice_worker::stream::Entry;
 
 fuzz_target!(|data: &[u8]| {
@@ -37,15 +37,26 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let wire = serde_json::to_string(&queued).expect("a queued event serializes");
+    // As the enqueue script packs it: an array of events, an array of request ids.
     let entry = Entry {
         id: "1-0".into(),
-        fields: HashMap::from([(
-            STREAM_EVENT_FIELD.to_owned(),
-            fred::types::Value::from(wire),
-        )]),
+        fields: HashMap::from([
+            (
+                STREAM_EVENT_FIELD.to_owned(),
+                fred::types::Value::from(format!("[{wire}]")),
+            ),
+            (
+                STREAM_REQUEST_ID_FIELD.to_owned(),
+                fred::types::Value::from(r#"["r"]"#),
+            ),
+        ]),
         deliveries: 1,
     };
-    let decoded = entry
+    let items = entry
+        .events()
+        .unwrap_or_else(|e| panic!("the worker cannot unpack an accepted event: {e}"));
+    assert_eq!(items.len(), 1, "one event packed, one unpacked");
+    let decoded = items[0]
         .decode()
         .unwrap_or_else(|e| panic!("the worker cannot decode an accepted event: {e}"));
     if let Err(e) = to_document(&decoded) {

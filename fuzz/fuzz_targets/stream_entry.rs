@@ -1,13 +1,13 @@
-//! The worker's decoding of a stream entry whatever its `e` field holds (bytes, text, another
-//! type, or nothing), and BSON encoding of whatever decodes. Property: both return an error for
-//! bad input, never panic.
+//! The worker's unpacking of a stream entry whatever its `e` and `rid` fields hold (bytes, text,
+//! another type, or nothing: a packed array of events, one event of old, garbage), and BSON
+//! encoding of whatever decodes. Property: each returns an error for bad input, never panics.
 #![no_main]
 use std::collections::HashMap;
 
 use fred::types::Value;
 use libfuzzer_sys::fuzz_target;
-use sluice_shared::names::STREAM_EVENT_FIELD;
-use sluice_worker::store::to_document;
+use sluice_shared::names::{STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
+use sluice_store::to_document;
 use sluice_worker::stream::Entry;
 
 fuzz_target!(|data: &[u8]| {
@@ -26,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut fields = HashMap::new();
     if let Some(v) = value {
+        // Bit 2 also hands the same bytes over as the request ids.
+        if kind & 4 != 0 {
+            fields.insert(STREAM_REQUEST_ID_FIELD.to_owned(), v.clone());
+        }
         fields.insert(STREAM_EVENT_FIELD.to_owned(), v);
     }
     let entry = Entry {
@@ -33,9 +37,12 @@ fuzz_target!(|data: &[u8]| {
         fields,
         deliveries: 1,
     };
-    let _ = entry.request_id();
+    let _ = entry.event_count();
     let _ = entry.raw_fields();
-    if let Ok(event) = entry.decode() {
-        let _ = to_document(&event);
+    for item in entry.events().unwrap_or_default() {
+        let _ = item.stream_id(&entry.id);
+        if let Ok(event) = item.decode() {
+            let _ = to_document(&event);
+        }
     }
 });

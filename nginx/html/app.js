@@ -54,7 +54,9 @@
     if (!resp.ok) {
       const err = data && data.error;
       let msg = err ? err.message : "Request failed (" + resp.status + ")";
-      if (err && err.details && err.details.length) msg += ": " + err.details.map((d) => (d.path || "") + " " + d.message).join("; ");
+      // The message often names its one violation already ("/name: must be …"): add only the others.
+      const extra = err && err.details ? err.details.filter((d) => !msg.includes(d.message)) : [];
+      if (extra.length) msg += ": " + extra.map((d) => (d.path || "") + " " + d.message).join("; ");
       if (resp.status === 429) msg = "Too many attempts; wait a moment and try again.";
       throw new ApiError(msg, err && err.code);
     }
@@ -64,6 +66,47 @@
     return async (...a) => {
       try { say(""); await fn(...a); } catch (e) { say(e.message || String(e)); }
     };
+  }
+  // A path with the query parameters that have a value.
+  function query(path, params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v != null && v !== "") q.set(k, v);
+    const s = q.toString();
+    return s ? path + "?" + s : path;
+  }
+  // A datetime-local input's value (the browser's local time) as RFC 3339 for the api; none when empty.
+  function instant(input, label) {
+    if (!input.value) return undefined;
+    const d = new Date(input.value);
+    if (isNaN(d)) throw new Error(label + " is not a date and time.");
+    return d.toISOString();
+  }
+  function parseJson(text, what) {
+    try { return JSON.parse(text); } catch (e) { throw new Error(what + " is not valid JSON: " + e.message); }
+  }
+  const jsonText = (v) => JSON.stringify(v, null, 2);
+  const short = (s, n = 160) => (s.length > n ? s.slice(0, n) + "…" : s);
+  const violationList = (vs) => (vs && vs.length
+    ? h("ul", { class: "violations" }, vs.map((v) => h("li", {}, h("code", {}, v.path), " ", v.message)))
+    : "—");
+  // Cursor pages, newest first: an answer's nextBefore is the position of the next page (not an
+  // offset, so events arriving meanwhile do not shift it); the positions of the pages above are
+  // kept for “Previous page”.
+  function pager(prefix, show) {
+    let above = [], at, next;
+    const prev = h("button", { type: "button", class: "secondary", id: prefix + "-prev", hidden: true, onclick: guard(() => go(above[above.length - 1], -1)) }, "Previous page");
+    const more = h("button", { type: "button", class: "secondary", id: prefix + "-next", hidden: true, onclick: guard(() => go(next, 1)) }, "Next page");
+    const where = h("span", { class: "muted", id: prefix + "-page" });
+    async function go(before, step) {
+      const r = await show(before);
+      if (step > 0) above.push(at); else if (step < 0) above.pop();
+      at = before;
+      next = r.nextBefore;
+      prev.hidden = !above.length;
+      more.hidden = !next;
+      where.textContent = above.length || next ? "page " + (above.length + 1) : "";
+    }
+    return { controls: h("div", { class: "inline pager" }, prev, more, where), first: () => { above = []; return go(undefined, 0); } };
   }
 
   // A line chart as SVG, with its numbers as a table for screen readers and keyboard users.
@@ -165,6 +208,173 @@
     }) }, h("div", {}, h("label", { for: "key-name" }, "New key name"), name), h("button", { type: "submit" }, "Create key"));
     render("API keys", form, created, list);
     await load();
+  }
+
+  // Sources: the SDKs Sluice speaks (Segment, RudderStack and PostHog's wire formats, routed by
+  // nginx at this origin) and the account's signed webhook sources. A key is never shown here, only
+  // its prefix; a webhook secret once, in the answer to its create or rotation.
+  const SCHEMES = {
+    "standard-webhooks": { label: "Standard Webhooks", eventIdFrom: "header", hint: "Svix and other Standard Webhooks senders. Leave the secret empty and Sluice makes one (whsec_…); paste it into the sender. If the sender issues its own secret, paste that instead." },
+    stripe: { label: "Stripe", eventIdFrom: "/id", hint: "Stripe issues the signing secret: paste the endpoint's whsec_… from Stripe here (create the endpoint in Stripe, then point it at the delivery URL shown next), or add it later with “Set the sender's secret”." },
+  };
+  function sdkSnippets(key) {
+    const o = location.origin;
+    return [
+      ["segment-node", "Segment — Node.js", "@segment/analytics-node",
+        `const { Analytics } = require('@segment/analytics-node')\n\nconst analytics = new Analytics({ writeKey: '${key}', host: '${o}' })\n` +
+        `analytics.track({ userId: 'user-1', event: 'Order Completed', properties: { revenue: 12.5 } })\nawait analytics.closeAndFlush()`],
+      ["segment-python", "Segment — Python", "segment-analytics-python",
+        `import segment.analytics as analytics\n\nanalytics.write_key = '${key}'\nanalytics.host = '${o}'\n` +
+        `analytics.track(user_id='user-1', event='Order Completed', properties={'revenue': 12.5})\nanalytics.shutdown()  # sends what is queued`],
+      ["rudderstack-python", "RudderStack — Python", "rudder-sdk-python",
+        `import rudderstack.analytics as rudder_analytics\n\nrudder_analytics.write_key = '${key}'\nrudder_analytics.dataPlaneUrl = '${o}'\n` +
+        `rudder_analytics.track(user_id='user-1', event='Order Completed', properties={'revenue': 12.5})\nrudder_analytics.shutdown()`],
+      ["posthog-js", "PostHog — browser", "posthog-js",
+        `import posthog from 'posthog-js'\n\nposthog.init('${key}', { api_host: '${o}' })\nposthog.capture('order completed', { revenue: 12.5 })`],
+      ["posthog-python", "PostHog — Python", "posthog",
+        `from posthog import Posthog\n\nposthog = Posthog('${key}', host='${o}')\n` +
+        `posthog.capture('order completed', distinct_id='user-1', properties={'revenue': 12.5})\nposthog.shutdown()`],
+      ["posthog-node", "PostHog — Node.js", "posthog-node",
+        `const { PostHog } = require('posthog-node')\n\nconst posthog = new PostHog('${key}', { host: '${o}' })\n` +
+        `posthog.capture({ distinctId: 'user-1', event: 'order completed', properties: { revenue: 12.5 } })\nawait posthog.shutdown()`],
+    ].map(([id, title, pkg, code]) => h("section", { class: "card snippet", id: "snippet-" + id },
+      h("h3", {}, title, " ", h("code", { class: "muted" }, pkg)), h("pre", {}, h("code", {}, code))));
+  }
+
+  async function sourcesPage() {
+    // ---- the SDKs
+    const keyPick = h("select", { id: "snippet-key", "aria-label": "Key shown in the snippets", hidden: true });
+    const keyNote = h("p", { id: "snippet-key-note" });
+    const snippets = h("div", { class: "snippets", id: "sdk-snippets" });
+    let live = [];
+    const showSnippets = () => {
+      const k = live.find((x) => x.id === keyPick.value) || live[0];
+      const key = k ? k.prefix + "…" : "<your API key>";
+      keyNote.replaceChildren(...(k
+        ? ["The snippets show your key “", k.name, "” as ", h("code", {}, key), ": put the whole key there, as it was shown when you created it (Sluice keeps only its hash). Lost it? ",
+          h("a", { href: "#/keys" }, "Create a new key"), "."]
+        : ["You have no active API key yet: ", h("a", { href: "#/keys" }, "create one"), ", then put it where the snippets say ", h("code", {}, key), "."]));
+      snippets.replaceChildren(...sdkSnippets(key));
+    };
+    keyPick.addEventListener("change", showSnippets);
+    const loadKeys = guard(async () => {
+      live = (await api("GET", "/api/v1/keys")).filter((k) => !k.revokedAt);
+      keyPick.replaceChildren(...live.map((k) => h("option", { value: k.id }, k.name + " (" + k.prefix + "…)")));
+      keyPick.hidden = live.length < 2;
+      showSnippets();
+    });
+
+    // ---- webhook sources
+    const name = h("input", { id: "source-name", required: true, maxlength: 100, placeholder: "stripe production" });
+    const scheme = h("select", { id: "source-scheme" }, Object.entries(SCHEMES).map(([v, s]) => h("option", { value: v }, s.label)));
+    const eventType = h("input", { id: "source-event-type", required: true, maxlength: 200, placeholder: "webhook" });
+    const eventIdFrom = h("input", { id: "source-event-id-from", maxlength: 256, "aria-describedby": "source-event-id-from-hint" });
+    const userIdFrom = h("input", { id: "source-user-id-from", maxlength: 256, placeholder: "/data/object/customer", "aria-describedby": "source-user-id-from-hint" });
+    const secretIn = h("input", { id: "source-secret", maxlength: 256, autocomplete: "off", spellcheck: "false", placeholder: "Sluice makes one", "aria-describedby": "source-scheme-hint" });
+    const schemeHint = h("p", { class: "muted hint", id: "source-scheme-hint" });
+    const onScheme = () => {
+      const s = SCHEMES[scheme.value];
+      schemeHint.textContent = s.hint;
+      eventIdFrom.placeholder = s.eventIdFrom;
+      secretIn.placeholder = scheme.value === "stripe" ? "whsec_… from Stripe" : "Sluice makes one";
+      eventType.placeholder = scheme.value === "stripe" ? "stripe.event" : "webhook";
+    };
+    scheme.addEventListener("change", onScheme);
+    onScheme();
+    const shown = h("div", { id: "source-secret-box" });
+    let shownFor = null;
+    // The secret of a create or a rotation, once: it is gone when the page is left or re-rendered.
+    // A secret the user pasted (the sender's own) is not echoed back.
+    const showSecret = (s, rotated, pasted) => {
+      shownFor = s.id;
+      shown.replaceChildren(h("div", { class: pasted ? "card" : "warning", role: "status" },
+        pasted ? ["“", s.name, "” verifies its deliveries with the secret you pasted."]
+          : [h("strong", {}, "Copy this signing secret now: it will not be shown again."), " Configure it in the sender of “", s.name, "”.",
+            h("div", { class: "secret", id: "new-secret" }, s.secret),
+            h("button", { type: "button", class: "secondary", id: "copy-secret", onclick: guard(async () => {
+              await navigator.clipboard.writeText(s.secret);
+              say("Secret copied to the clipboard.", true);
+            }) }, "Copy")],
+        h("p", {}, "Delivery URL (the sender POSTs here, signed): ", h("code", { id: "new-source-url" }, location.origin + s.ingestPath)),
+        rotated && s.previousSecretValidUntil ? h("p", {}, "The previous secret keeps verifying until ", when(s.previousSecretValidUntil), ".") : null));
+      shown.scrollIntoView({ block: "nearest" });
+    };
+    const optional = (input) => (input.value.trim() ? input.value.trim() : undefined);
+    const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const load = guard(async () => {
+      const sources = await api("GET", "/api/v1/sources");
+      if (!sources.length) { list.replaceChildren(h("p", { class: "muted", id: "sources-empty" }, "No webhook sources yet: create one above.")); return; }
+      list.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "sources" },
+        h("tr", {}, ["Name", "Scheme", "Delivery URL", "Events", "Created", "Secret", ""].map((t) => h("th", {}, t))),
+        sources.map((s) => {
+          const row = h("tr", { "data-source-id": s.id });
+          // The sender's own new secret (Stripe issues it; so may a Standard Webhooks sender).
+          const own = h("input", { "aria-label": "The sender's new secret for " + s.name, required: true, minlength: 8, maxlength: 256, autocomplete: "off", spellcheck: "false", placeholder: "whsec_…" });
+          const ownForm = h("form", { class: "inline own-secret", hidden: true, onsubmit: guard(async (ev) => {
+            ev.preventDefault();
+            const r = await api("POST", "/api/v1/sources/" + s.id + "/rotate", { secret: own.value.trim() });
+            showSecret(r, true, true);
+            await load();
+          }) }, own, h("button", { type: "submit" }, "Set"), h("button", { type: "button", class: "secondary", onclick: () => { ownForm.hidden = true; } }, "Cancel"));
+          row.append(
+            h("td", {}, s.name), h("td", {}, SCHEMES[s.scheme] ? SCHEMES[s.scheme].label : s.scheme),
+            h("td", {}, h("code", { class: "url" }, location.origin + s.ingestPath)),
+            h("td", {}, h("div", {}, "eventType ", h("code", {}, s.eventType)), h("div", { class: "muted" }, "id from ", h("code", {}, s.eventIdFrom)),
+              h("div", { class: "muted" }, "userId from ", s.userIdFrom ? h("code", {}, s.userIdFrom) : "webhook:<source id>")),
+            h("td", {}, when(s.createdAt)),
+            h("td", { class: "rotated" }, s.rotatedAt ? ["rotated " + when(s.rotatedAt), h("div", { class: "muted" }, "previous valid until " + when(s.previousSecretValidUntil))] : "—"),
+            h("td", { class: "actions" },
+              s.scheme === "standard-webhooks" ? h("button", { type: "button", class: "secondary rotate", onclick: guard(async () => {
+                if (!confirm(`Rotate the signing secret of “${s.name}”? The current one keeps verifying for a grace period, so you can update the sender.`)) return;
+                const r = await api("POST", "/api/v1/sources/" + s.id + "/rotate");
+                showSecret(r, true);
+                await load();
+              }) }, "Rotate secret") : null,
+              h("button", { type: "button", class: "secondary own", onclick: () => { ownForm.hidden = false; own.focus(); } }, "Set the sender's secret"),
+              h("button", { type: "button", class: "danger", onclick: guard(async () => {
+                if (!confirm(`Delete the webhook source “${s.name}”? Its deliveries are refused from then on.`)) return;
+                await api("DELETE", "/api/v1/sources/" + s.id);
+                if (shownFor === s.id) shown.replaceChildren();
+                await load();
+                say("Webhook source deleted.", true);
+              }) }, "Delete"),
+              ownForm));
+          return row;
+        }))));
+    });
+    const field = (label, input, hint, id) => h("div", {}, h("label", { for: input.id }, label), input, hint ? h("div", { class: "muted hint", id }, hint) : null);
+    const form = h("form", { class: "card", id: "new-source", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      const pasted = optional(secretIn);
+      const s = await api("POST", "/api/v1/sources", {
+        name: name.value, scheme: scheme.value, eventType: eventType.value,
+        eventIdFrom: optional(eventIdFrom), userIdFrom: optional(userIdFrom), secret: pasted,
+      });
+      [name, eventType, eventIdFrom, userIdFrom, secretIn].forEach((i) => { i.value = ""; });
+      showSecret(s, false, !!pasted);
+      await load();
+    }) },
+      h("div", { class: "inline" },
+        field("Name", name), field("Scheme", scheme), field("eventType of its events", eventType),
+        field("Event id from (optional)", eventIdFrom, "header (webhook-id) or a JSON pointer", "source-event-id-from-hint"),
+        field("userId from (optional)", userIdFrom, "a JSON pointer into the body", "source-user-id-from-hint"),
+        field("Signing secret (optional)", secretIn)),
+      schemeHint,
+      h("button", { type: "submit" }, "Create source"));
+
+    render("Sources",
+      h("h2", {}, "Send from the SDK you already use"),
+      h("p", {}, "Sluice speaks the Segment / RudderStack HTTP API and PostHog's capture API at this address: keep your SDK, set its host to ",
+        h("code", { id: "sluice-origin" }, location.origin), " and use a Sluice API key as its write key or project key."),
+      h("div", { class: "card" }, keyNote, keyPick),
+      snippets,
+      h("p", { class: "muted" }, "Server SDKs send in batches: flush or shut the client down before your process exits. " +
+        "Leave POSTHOG_CAPTURE_MODE unset (its v1 mode posts where Sluice does not listen). A key in browser code is public: give the browser a key of its own, which you can revoke. " +
+        "Segment's browser analytics.js is not supported: it reads its settings from Segment's CDN and posts to other paths."),
+      h("h2", {}, "Webhook sources"),
+      h("p", {}, "A provider delivers its webhooks to a source's URL, signed with the source's secret; each delivery becomes one event."),
+      form, shown, list);
+    await Promise.all([loadKeys(), load()]);
   }
 
   async function overviewPage() {
@@ -308,8 +518,356 @@
     if (initial) await page(true);
   }
 
+  // Tracking plan: the account's event types with their JSON Schemas of `properties` (a published
+  // version never changes: a change is a new version), each type's mode and the account's default,
+  // the types seen lately and whether a schema covers them, and a draft schema derived from a
+  // sample event to edit before publishing.
+  const MODES = {
+    enforce: "refused (400), with every violation",
+    quarantine: "taken in and held in Quarantine for review, not stored with your events",
+    allow: "stored with your events, with the violations attached",
+  };
+  const modeOptions = (current) => Object.keys(MODES).map((m) => h("option", { value: m, selected: m === current }, m));
+  const confirmEnforce = (what) => confirm(`Refuse ${what} that break their type's schema? Senders get a 400 with the violations; nothing of such an event is stored.`);
+
+  // A draft JSON Schema of a sample's properties: each key with the JSON type of its value (objects
+  // described the same way, every number as "number"), every key present required. A start, to edit.
+  function draftSchema(value, depth = 0) {
+    if (value === null) return { type: "null" };
+    if (Array.isArray(value)) {
+      const kinds = [...new Set(value.map((x) => draftSchema(x, depth + 1).type))];
+      return kinds.length === 1 && kinds[0] !== "object" && kinds[0] !== "array" ? { type: "array", items: { type: kinds[0] } } : { type: "array" };
+    }
+    if (typeof value === "object") {
+      const keys = Object.keys(value);
+      if (depth >= 8) return { type: "object" };
+      return { type: "object", properties: Object.fromEntries(keys.map((k) => [k, draftSchema(value[k], depth + 1)])), required: keys };
+    }
+    return { type: typeof value };
+  }
+
+  async function planPage() {
+    let types = [], seen = null, samples = [];
+    const known = h("datalist", { id: "known-types" });
+    const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const viewer = h("div", { id: "schema-view-box" });
+    const seenBox = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+
+    // ---- the account's default mode
+    const accountMode = h("select", { id: "account-mode" });
+    const accountForm = h("form", { class: "inline card", id: "account-mode-form", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      const m = accountMode.value;
+      if (m === "enforce" && !confirmEnforce("events of every type without a mode of its own")) return;
+      await api("PUT", "/api/v1/account/schema-mode", { mode: m });
+      await loadPlan();
+      say(`The account's default mode is now ${m}: an event of a type without a mode of its own that breaks its schema is ${MODES[m]}.`, true);
+    }) },
+      h("div", {}, h("label", { for: "account-mode" }, "Default mode (types without a mode of their own)"), accountMode),
+      h("button", { type: "submit" }, "Set default"),
+      h("p", { class: "muted hint" }, "An event that breaks its type's schema is, in enforce mode, ", MODES.enforce, "; in quarantine mode, ",
+        MODES.quarantine, "; in allow mode, ", MODES.allow, ". Types without a schema are not judged."));
+
+    // ---- the types in the plan
+    const setMode = async (t, m) => {
+      if (m === "enforce" && !confirmEnforce(`events of “${t}”`)) return;
+      await api("PUT", "/api/v1/schemas/" + encodeURIComponent(t) + "/mode", { mode: m });
+      await loadPlan();
+      say(`“${t}” is in ${m} mode now: an event of it that breaks its schema is ${MODES[m]}.`, true);
+    };
+    const showVersion = async (t, v) => {
+      const s = await api("GET", "/api/v1/schemas/" + encodeURIComponent(t) + "/" + encodeURIComponent(v));
+      viewer.replaceChildren(h("section", { class: "card", id: "schema-view" },
+        h("h2", {}, "“", s.eventType, "” version ", String(s.version)),
+        h("p", { class: "muted" }, "Published ", when(s.createdAt), s.description ? ["; ", s.description] : null),
+        h("pre", { id: "schema-view-json" }, jsonText(s.schema)),
+        h("button", { type: "button", class: "secondary", id: "edit-version", onclick: () => {
+          eventType.value = s.eventType;
+          draft.value = jsonText(s.schema);
+          nextVersion();
+          draft.focus();
+        } }, "Start a new version from this"),
+        " ",
+        h("button", { type: "button", class: "secondary", onclick: () => viewer.replaceChildren() }, "Close")));
+      viewer.scrollIntoView({ block: "nearest" });
+    };
+    const loadPlan = async () => {
+      const [plan, def] = await Promise.all([api("GET", "/api/v1/schemas"), api("GET", "/api/v1/account/schema-mode")]);
+      types = plan;
+      accountMode.replaceChildren(...modeOptions(def.mode));
+      nextVersion();
+      renderSeen();
+      if (!types.length) {
+        list.replaceChildren(h("p", { class: "muted", id: "schemas-empty" }, "No schemas yet: publish one below, or draft one from the events of a type seen lately."));
+        return;
+      }
+      list.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "schemas" },
+        h("tr", {}, ["Event type", "Mode", "Versions (oldest first)", ""].map((t) => h("th", {}, t))),
+        types.map((t) => {
+          const pick = h("select", { class: "mode", "aria-label": "Mode of " + t.eventType }, modeOptions(t.mode));
+          return h("tr", { "data-event-type": t.eventType },
+            h("td", {}, h("code", {}, t.eventType)),
+            h("td", { class: "actions" },
+              h("form", { class: "inline", onsubmit: guard(async (ev) => { ev.preventDefault(); await setMode(t.eventType, pick.value); }) },
+                pick, h("button", { type: "submit", class: "secondary set-mode" }, "Set")),
+              h("div", { class: "muted mode-source" }, t.ownMode ? "its own mode" : "the account's default")),
+            h("td", { class: "versions" }, t.versions.length
+              ? t.versions.flatMap((v) => [h("button", { type: "button", class: "link version", "data-version": v.version,
+                title: (v.description ? v.description + " — " : "") + "published " + when(v.createdAt),
+                onclick: guard(() => showVersion(t.eventType, v.version)) }, "v" + v.version), " "])
+              : h("span", { class: "muted" }, "no schema yet")),
+            h("td", { class: "actions" },
+              h("a", { href: "#/events/" + encodeURIComponent(t.eventType) }, "Events"), " · ",
+              h("a", { href: "#/quarantine/" + encodeURIComponent(t.eventType) }, "Quarantine"),
+              t.versions.length ? null : [" ", h("button", { type: "button", class: "secondary draft-from-events", onclick: guard(() => draftFrom(t.eventType)) }, "Draft a schema")]));
+        }))));
+    };
+
+    // ---- the types seen in the last 24 hours (from the aggregates: quarantined events are not in them)
+    const renderSeen = () => {
+      const names = new Set([...types.map((t) => t.eventType), ...(seen || []).map((s) => s.eventType)]);
+      known.replaceChildren(...[...names].map((n) => h("option", { value: n })));
+      if (!seen) return;
+      if (!seen.length) { seenBox.replaceChildren(h("p", { class: "muted", id: "seen-empty" }, "No events stored in the last 24 hours.")); return; }
+      const planned = new Map(types.map((t) => [t.eventType, t]));
+      seenBox.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "seen-types" },
+        h("tr", {}, ["Event type", "Events (24 h)", "Share", "Schema", ""].map((t) => h("th", {}, t))),
+        seen.map((s) => {
+          const t = planned.get(s.eventType);
+          const covered = t && t.latestVersion != null;
+          return h("tr", { "data-event-type": s.eventType, "data-covered": String(!!covered) },
+            h("td", {}, h("code", {}, s.eventType)), h("td", {}, fmt(s.count)), h("td", {}, (100 * s.share).toFixed(1) + "%"),
+            h("td", { class: "coverage" }, covered ? ["v" + t.latestVersion + ", ", t.mode + " mode"] : h("strong", {}, "no schema")),
+            h("td", {}, h("button", { type: "button", class: "secondary draft-from-events", onclick: guard(() => draftFrom(s.eventType)) },
+              covered ? "New version from its events" : "Draft a schema from its events")));
+        }))));
+    };
+    const loadSeen = async () => {
+      try {
+        seen = (await api("GET", "/api/v1/analytics/summary?range=24h")).eventsByType;
+        renderSeen();
+      } catch (e) {
+        seenBox.replaceChildren(h("p", { class: "muted" }, "The types seen lately cannot be shown: " + e.message));
+      }
+    };
+
+    // ---- publishing a version, from a sample
+    const eventType = h("input", { id: "schema-event-type", required: true, maxlength: 200, list: "known-types", autocomplete: "off", placeholder: "purchase" });
+    const nextNote = h("div", { class: "muted hint", id: "schema-next-version" });
+    const nextVersion = () => {
+      const t = types.find((x) => x.eventType === eventType.value);
+      nextNote.textContent = !eventType.value ? "" : t && t.latestVersion != null
+        ? `Publishes version ${t.latestVersion + 1}; events are judged by the latest version unless they name one (schemaVersion).`
+        : "Publishes version 1 of this type.";
+    };
+    eventType.addEventListener("input", nextVersion);
+    const sample = h("textarea", { id: "sample", rows: 8, spellcheck: "false", "aria-describedby": "sample-note", placeholder: '{"plan": "pro", "seats": 3}' });
+    const samplePick = h("select", { id: "sample-event", hidden: true, "aria-label": "The recent event used as the sample" });
+    const sampleNote = h("div", { class: "muted hint", id: "sample-note" }, "Paste an event's properties (a JSON object), or use a recent event of the type.");
+    const draft = h("textarea", { id: "schema-json", rows: 14, spellcheck: "false", required: true, "aria-describedby": "schema-json-hint" });
+    const description = h("input", { id: "schema-description", maxlength: 1000, placeholder: "optional" });
+    const useSample = () => {
+      const e = samples[Number(samplePick.value) || 0];
+      sample.value = jsonText(e.properties || {});
+      sampleNote.textContent = `The properties of event ${e.eventId} (${when(e.timestamp)}): derive the draft from them, or edit them first.`;
+    };
+    samplePick.addEventListener("change", useSample);
+    const loadSamples = async () => {
+      const t = eventType.value;
+      if (!t) { eventType.focus(); throw new Error("Enter the event type first."); }
+      samples = (await api("GET", query("/api/v1/events", { eventType: t, limit: 10 }))).events;
+      samplePick.hidden = !samples.length;
+      if (!samples.length) { sampleNote.textContent = `No stored events of “${t}” yet: paste a sample instead.`; return; }
+      samplePick.replaceChildren(...samples.map((e, i) => h("option", { value: String(i) }, when(e.timestamp) + " · " + e.eventId)));
+      useSample();
+    };
+    const draftFrom = async (t) => {
+      eventType.value = t;
+      nextVersion();
+      form.scrollIntoView({ block: "start" });
+      await loadSamples();
+      sample.focus();
+    };
+    const derive = guard(async () => {
+      const v = parseJson(sample.value, "The sample");
+      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("The sample must be a JSON object: an event's properties.");
+      draft.value = jsonText(draftSchema(v));
+      draft.focus();
+    });
+    const form = h("form", { class: "card", id: "new-schema", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      const schema = parseJson(draft.value, "The schema");
+      const s = await api("POST", "/api/v1/schemas", { eventType: eventType.value, schema, description: description.value.trim() || undefined });
+      [sample, draft, description].forEach((i) => { i.value = ""; });
+      samplePick.hidden = true;
+      sampleNote.textContent = "";
+      await loadPlan();
+      const t = types.find((x) => x.eventType === s.eventType);
+      say(`Published “${s.eventType}” version ${s.version}.` + (t ? ` Its events are judged by it within a second (${t.mode} mode).` : ""), true);
+    }) },
+      h("div", { class: "inline" },
+        h("div", {}, h("label", { for: "schema-event-type" }, "Event type"), eventType, nextNote),
+        h("button", { type: "button", class: "secondary", id: "load-samples", onclick: guard(loadSamples) }, "Use a recent event of this type"),
+        samplePick),
+      h("div", { class: "split" },
+        h("div", {}, h("label", { for: "sample" }, "Sample event properties"), sample, sampleNote,
+          h("button", { type: "button", class: "secondary", id: "derive", onclick: derive }, "Derive a draft schema")),
+        h("div", {}, h("label", { for: "schema-json" }, "Schema (JSON Schema, draft 2020-12)"), draft,
+          h("div", { class: "muted hint", id: "schema-json-hint" }, "The draft requires every key of the sample with the type it had; loosen it where your events vary (a type list such as [\"number\", \"null\"], fewer required keys). Published versions never change."))),
+      h("div", { class: "inline" },
+        h("div", {}, h("label", { for: "schema-description" }, "Description"), description),
+        h("button", { type: "submit", id: "publish-schema" }, "Publish version")));
+
+    render("Tracking plan",
+      h("p", {}, "Each event type can have a JSON Schema of its properties; its mode says what happens to an event that breaks it. ",
+        h("a", { href: "#/quarantine" }, "Quarantine"), " holds the events a type in quarantine mode kept back."),
+      accountForm,
+      h("h2", {}, "Event types in the plan"), list, viewer,
+      h("h2", {}, "Seen in the last 24 hours ", h("button", { type: "button", class: "link", id: "seen-refresh", onclick: guard(loadSeen) }, "refresh")),
+      seenBox,
+      h("h2", {}, "Publish a schema version"), form, known);
+    await Promise.all([guard(loadPlan)(), loadSeen()]);
+  }
+
+  // Quarantine: the events a type in quarantine mode held back, with their violations; a replay
+  // judges them again by the current (latest) schema: those that pass go to your events.
+  async function quarantinePage(initial) {
+    const eventType = h("input", { id: "q-event-type", maxlength: 200, value: initial || "", placeholder: "every type" });
+    const from = h("input", { id: "q-from", type: "datetime-local", step: 1 });
+    const to = h("input", { id: "q-to", type: "datetime-local", step: 1 });
+    const limit = h("select", { id: "q-limit" }, ["25", "50", "100"].map((n) => h("option", { value: n, selected: n === "50" }, n)));
+    const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const result = h("div", { id: "replay-result-box" });
+    const selected = new Set();
+    let applied = {};
+    const read = () => ({ eventType: eventType.value || undefined, from: instant(from, "From"), to: instant(to, "To"), limit: limit.value });
+    const describe = (f) => (f.eventType || f.from || f.to
+      ? "the quarantined events" + (f.eventType ? ` of “${f.eventType}”` : "") + (f.from ? " from " + when(f.from) : "") + (f.to ? " until " + when(f.to) : "")
+      : "every quarantined event");
+    const showResult = (r) => result.replaceChildren(h("div", { class: "card", role: "status", id: "replay-result" },
+      h("strong", {}, fmt(r.replayed) + " replayed"), ": they pass the current schema and are on their way to your events. ",
+      h("strong", {}, fmt(r.stillQuarantined) + " still quarantined"), ": they break it still and stay here, with their new violations.",
+      r.more ? h("p", {}, "More events matched than one replay takes: replay again for the rest.") : null));
+    const replaySelected = h("button", { type: "button", id: "replay-selected", disabled: true, onclick: guard(async () => {
+      const r = await api("POST", "/api/v1/quarantine/replay", { ids: [...selected] });
+      showResult(r);
+      await pages.first();
+    }) }, "Replay selected");
+    const replayFilter = h("button", { type: "button", class: "secondary", id: "replay-filter", onclick: guard(async () => {
+      if (!confirm(`Judge ${describe(applied)} again by the current schemas? Those that pass now go to your events; the rest stay here with their new violations.`)) return;
+      const r = await api("POST", "/api/v1/quarantine/replay", { eventType: applied.eventType, from: applied.from, to: applied.to });
+      showResult(r);
+      await pages.first();
+    }) }, "Replay all matching the filter");
+    const pages = pager("q", async (before) => {
+      const r = await api("GET", query("/api/v1/quarantine", { ...applied, before }));
+      selected.clear();
+      replaySelected.disabled = true;
+      if (!r.events.length) {
+        list.replaceChildren(h("p", { class: "muted", id: "quarantine-empty" }, before ? "No older quarantined events." :
+          "No quarantined events match. An event of a type in quarantine mode that breaks its schema is held here."));
+        return r;
+      }
+      const boxes = r.events.map((e) => h("input", { type: "checkbox", class: "pick", "aria-label": "select " + e.eventId, onchange: (ev) => {
+        if (ev.target.checked) selected.add(e.eventId); else selected.delete(e.eventId);
+        replaySelected.disabled = !selected.size;
+      } }));
+      const all = h("input", { type: "checkbox", "aria-label": "select every event on this page", onchange: (ev) => boxes.forEach((b) => {
+        b.checked = ev.target.checked;
+        b.dispatchEvent(new Event("change"));
+      }) });
+      list.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "quarantine" },
+        h("tr", {}, h("th", {}, all), ["time", "type", "user", "eventId", "schema", "violations", "properties", "quarantined"].map((t) => h("th", {}, t))),
+        r.events.map((e, i) => h("tr", { "data-event-id": e.eventId },
+          h("td", {}, boxes[i]), h("td", {}, when(e.timestamp)), h("td", {}, h("code", {}, e.eventType)), h("td", {}, e.userId),
+          h("td", {}, h("code", {}, e.eventId)), h("td", {}, e.schemaVersion != null ? "v" + e.schemaVersion : "—"),
+          h("td", { class: "violations-cell" }, violationList(e.schemaViolations)),
+          h("td", {}, h("code", { class: "props" }, short(JSON.stringify(e.properties || {})))),
+          h("td", {}, when(e.quarantinedAt)))))));
+      return r;
+    });
+    const form = h("form", { class: "inline card", id: "quarantine-filter", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      applied = read();
+      result.replaceChildren();
+      await pages.first();
+    }) },
+      h("div", {}, h("label", { for: "q-event-type" }, "Event type"), eventType),
+      h("div", {}, h("label", { for: "q-from" }, "From"), from),
+      h("div", {}, h("label", { for: "q-to" }, "Until"), to),
+      h("div", {}, h("label", { for: "q-limit" }, "Per page"), limit),
+      h("button", { type: "submit" }, "Show"));
+    render("Quarantine",
+      h("p", {}, "Events of a type in quarantine mode that broke its schema, newest first. Publish a version that takes them in the ",
+        h("a", { href: "#/plan" }, "tracking plan"), ", then replay them: each is judged again by the latest version."),
+      form, h("div", { class: "inline replay" }, replaySelected, replayFilter), result, list, pages.controls);
+    await guard(async () => { applied = read(); await pages.first(); })();
+  }
+
+  // Events: the account's stored events, newest first, by type, user, session and time; one shown
+  // whole in the detail panel.
+  async function eventsPage(initial) {
+    const text = (id, label, max, value) => [h("input", { id, maxlength: max, value: value || "" }), label];
+    const [eventType, userId, sessionId] = [text("e-event-type", "Event type", 200, initial), text("e-user-id", "userId", 128), text("e-session-id", "sessionId", 128)];
+    const from = h("input", { id: "e-from", type: "datetime-local", step: 1 });
+    const to = h("input", { id: "e-to", type: "datetime-local", step: 1 });
+    const limit = h("input", { id: "e-limit", type: "number", min: 1, max: 1000, value: 50 });
+    const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const detail = h("div", { id: "event-detail-box" });
+    let applied = {};
+    const read = () => ({ eventType: eventType[0].value, userId: userId[0].value, sessionId: sessionId[0].value,
+      from: instant(from, "From"), to: instant(to, "Until"), limit: limit.value });
+    const close = () => {
+      detail.replaceChildren();
+      list.querySelectorAll("tr[aria-selected]").forEach((r) => r.removeAttribute("aria-selected"));
+    };
+    // GET /api/v1/events/{eventId} takes the id as one raw path segment: an id with “/”, “+” or “%”,
+    // a dot segment, or “batch” (the batch intake's path) cannot be asked for; the listing's copy is
+    // the same event.
+    const fetchable = (id) => id !== "batch" && id !== "." && id !== ".." && !/[/+%]/.test(id);
+    const open = guard(async (e, row) => {
+      const shown = fetchable(e.eventId) ? await api("GET", "/api/v1/events/" + encodeURIComponent(e.eventId)) : e;
+      list.querySelectorAll("tr[aria-selected]").forEach((r) => r.removeAttribute("aria-selected"));
+      row.setAttribute("aria-selected", "true");
+      detail.replaceChildren(h("section", { class: "card", id: "event-detail", "aria-label": "The event" },
+        h("h2", {}, "Event ", h("code", {}, shown.eventId)),
+        shown === e ? h("p", { class: "muted" }, "As the listing gave it: this id cannot be asked for on its own.") : null,
+        h("pre", { id: "event-json" }, jsonText(shown)),
+        h("button", { type: "button", class: "secondary", id: "event-detail-close", onclick: close }, "Close")));
+      detail.scrollIntoView({ block: "nearest" });
+    });
+    const pages = pager("e", async (before) => {
+      const r = await api("GET", query("/api/v1/events", { ...applied, before }));
+      close();
+      if (!r.events.length) {
+        list.replaceChildren(h("p", { class: "muted", id: "events-empty" }, before ? "No older events." : "No stored events match."));
+        return r;
+      }
+      list.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "events" },
+        h("tr", {}, ["time", "type", "user", "session", "eventId", "properties", "schema"].map((t) => h("th", {}, t))),
+        r.events.map((e) => h("tr", { class: "pick", "data-event-id": e.eventId, onclick: (ev) => open(e, ev.currentTarget) },
+          h("td", {}, when(e.timestamp)), h("td", {}, h("code", {}, e.eventType)), h("td", {}, e.userId), h("td", {}, e.sessionId || "—"),
+          h("td", {}, h("button", { type: "button", class: "link", title: "Show the whole event" }, e.eventId)),
+          h("td", {}, h("code", { class: "props" }, short(JSON.stringify(e.properties || {})))),
+          h("td", {}, e.schemaVersion != null ? ["v" + e.schemaVersion, e.schemaViolations ? violationList(e.schemaViolations) : null] : "—"))))));
+      return r;
+    });
+    const field = ([input, label]) => h("div", {}, h("label", { for: input.id }, label), input);
+    const form = h("form", { class: "inline card", id: "events-filter", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      applied = read();
+      await pages.first();
+    }) },
+      field(eventType), field(userId), field(sessionId), field([from, "From"]), field([to, "Until"]), field([limit, "Per page"]),
+      h("button", { type: "submit" }, "Show"));
+    render("Events", h("p", { class: "muted" }, "Your stored events, newest first. Pick one to see all of it; quarantined events are in ",
+      h("a", { href: "#/quarantine" }, "Quarantine"), "."), form, detail, list, pages.controls);
+    await guard(async () => { applied = read(); await pages.first(); })();
+  }
+
   // ---- routing ---------------------------------------------------------------------------------
-  const routes = { "/overview": overviewPage, "/keys": keysPage, "/pipeline": pipelinePage, "/dlq": dlqPage, "/users": usersPage };
+  const routes = { "/overview": overviewPage, "/keys": keysPage, "/sources": sourcesPage, "/plan": planPage, "/quarantine": quarantinePage,
+    "/events": eventsPage, "/pipeline": pipelinePage, "/dlq": dlqPage, "/users": usersPage };
   async function route() {
     timers.forEach(clearInterval);
     timers = [];

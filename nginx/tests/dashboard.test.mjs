@@ -4,6 +4,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 
 const BASE = process.env.SLUICE_URL || "http://127.0.0.1:8080";
@@ -53,13 +55,23 @@ test("nginx's workers run as an unprivileged user and still serve the dashboard"
   assert.ok((await r.text()).length > 1000);
 });
 
+test("a visitor who is not logged in sees no navigation, only the login form", async () => {
+  await page.goto(BASE + "/#/overview");
+  await page.waitForSelector("#email");
+  assert.equal(await page.isVisible("nav"), false);
+  assert.equal(await page.isVisible("nav a[href='#/keys']"), false);
+  assert.equal(await page.isVisible("#logout"), false);
+});
+
 test("sign up, create a key and copy it", async () => {
   await page.goto(BASE + "/#/signup");
   await shot("signup");
+  assert.equal(await page.isVisible("nav"), false, "no navigation before signing up");
   await page.fill("#email", email);
   await page.fill("#password", password);
   await page.click("button[type=submit]");
   await page.waitForSelector("#empty");
+  assert.equal(await page.isVisible("nav"), true, "navigation once logged in");
   await shot("overview-empty");
   assert.match(await page.textContent("#empty"), /No events in this range yet/);
 
@@ -144,6 +156,148 @@ db.events_dlq.insert_one({"_id": sid + ":ui-poison", "event": json.loads(e), "ra
   await page.waitForFunction(() => document.querySelector("#flash")?.textContent.includes("Replayed"));
   await page.waitForFunction(() =>
     [...document.querySelectorAll("#dead-letters .replayed")].some((td) => td.textContent !== "—"));
+});
+
+test("Sources: the SDK snippets carry this origin and the key's prefix; a webhook source is created, rotated and deleted", async () => {
+  const esc = (t) => t.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+  const origin = esc(new URL(BASE).origin);
+  const prefix = key.slice(0, 12);
+  await page.click("nav a[href='#/sources']");
+  await page.waitForSelector("#sdk-snippets #snippet-posthog-node pre");
+  await page.waitForSelector("#sources-empty");
+  const snippet = (id) => page.textContent(`#snippet-${id} pre`);
+  // Each SDK's own option names, with the host set to this Sluice and the key's prefix as a placeholder.
+  assert.match(await snippet("segment-node"), new RegExp(`new Analytics\\(\\{ writeKey: '${prefix}…', host: '${origin}' \\}\\)`));
+  assert.match(await snippet("segment-python"), new RegExp(`analytics\\.write_key = '${prefix}…'\\nanalytics\\.host = '${origin}'`));
+  assert.match(await snippet("rudderstack-python"), new RegExp(`rudder_analytics\\.write_key = '${prefix}…'\\nrudder_analytics\\.dataPlaneUrl = '${origin}'`));
+  assert.match(await snippet("posthog-js"), new RegExp(`posthog\\.init\\('${prefix}…', \\{ api_host: '${origin}' \\}\\)`));
+  assert.match(await snippet("posthog-python"), new RegExp(`Posthog\\('${prefix}…', host='${origin}'\\)`));
+  assert.match(await snippet("posthog-node"), new RegExp(`new PostHog\\('${prefix}…', \\{ host: '${origin}' \\}\\)`));
+  assert.match(await page.textContent("#snippet-key-note"), /put the whole key there/);
+  assert.equal(await page.isVisible("#snippet-key"), false, "no key picker for a single key");
+  assert.ok(!(await page.textContent("main")).includes(key), "the page never shows the key itself");
+  // What the snippets point at answers through nginx, as the SDKs send it.
+  const sdk = async (path, headers, body) => (await fetch(BASE + path, {
+    method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) })).status;
+  assert.equal(await sdk("/v1/batch", { authorization: "Basic " + Buffer.from(key + ":").toString("base64") },
+    { batch: [{ type: "track", event: "Order Completed", userId: "ui-sdk", messageId: "ui-sdk-1" }], writeKey: key }), 200);
+  assert.equal(await sdk("/batch/", {}, { api_key: key, batch: [{ event: "order completed", distinct_id: "ui-sdk", uuid: crypto.randomUUID() }] }), 200);
+  await shot("sources");
+
+  // An api error shows its message (once, not repeated from its details).
+  await page.fill("#source-name", "ui webhook");
+  await page.fill("#source-event-type", "ui.webhook");
+  await page.fill("#source-user-id-from", "customer");
+  await page.click("#new-source button[type=submit]");
+  await page.waitForFunction(() => /userIdFrom: must be a JSON pointer/.test(document.querySelector("#flash")?.textContent || ""));
+  assert.equal((await page.textContent("#flash")).match(/must be a JSON pointer/g).length, 1);
+  await page.fill("#source-user-id-from", "/data/customer");
+  await page.click("#new-source button[type=submit]");
+  await page.waitForSelector("#new-secret");
+  const secret = (await page.textContent("#new-secret")).trim();
+  assert.match(secret, /^whsec_[A-Za-z0-9+/]{40,}={0,2}$/);
+  assert.match(await page.textContent("#source-secret-box"), /Copy this signing secret now: it will not be shown again/);
+  const url = (await page.textContent("#new-source-url")).trim();
+  assert.match(url, new RegExp(`^${origin}/api/v1/webhooks/[0-9a-f-]{36}$`));
+  await page.click("#copy-secret");
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+  await page.waitForSelector("#sources tr[data-source-id]");
+  const listed = await page.textContent("#sources");
+  assert.ok(listed.includes("ui webhook") && listed.includes(url) && listed.includes("/data/customer"), listed);
+  assert.ok(!listed.includes(secret), "the list never shows a secret");
+  assert.equal(await page.$$eval("#new-secret", (e) => e.length), 1);
+  await shot("sources-created");
+
+  // A delivery signed as Standard Webhooks signs it, to the URL shown, with the secret shown.
+  const deliver = async (s, id) => {
+    const body = JSON.stringify({ type: "invoice.paid", data: { customer: "ui-cust" } });
+    const ts = Math.floor(Date.now() / 1000);
+    const sig = createHmac("sha256", Buffer.from(s.slice("whsec_".length), "base64")).update(`${id}.${ts}.${body}`).digest("base64");
+    const r = await fetch(url, { method: "POST", body,
+      headers: { "content-type": "application/json", "webhook-id": id, "webhook-timestamp": String(ts), "webhook-signature": "v1," + sig } });
+    return r.status;
+  };
+  assert.equal(await deliver(secret, "msg_ui_1"), 202);
+
+  page.once("dialog", (d) => d.accept());
+  await page.click("#sources tr[data-source-id] button.rotate");
+  await page.waitForFunction((old) => { const t = document.querySelector("#new-secret")?.textContent; return t && t !== old; }, secret);
+  const rotated = (await page.textContent("#new-secret")).trim();
+  assert.match(rotated, /^whsec_/);
+  assert.match(await page.textContent("#source-secret-box"), /previous secret keeps verifying until/);
+  await page.waitForFunction(() => /rotated/.test(document.querySelector("#sources .rotated")?.textContent || ""));
+  assert.ok(!(await page.textContent("#sources")).includes(rotated));
+  assert.equal(await deliver(rotated, "msg_ui_2"), 202);
+  assert.equal(await deliver(secret, "msg_ui_3"), 202, "the previous secret verifies during the grace period");
+  assert.equal(await deliver("whsec_" + Buffer.alloc(32, 7).toString("base64"), "msg_ui_4"), 401);
+
+  // Shown once: leaving the page and coming back shows no secret.
+  await page.click("nav a[href='#/keys']");
+  await page.waitForSelector("#keys");
+  await page.click("nav a[href='#/sources']");
+  await page.waitForSelector("#sources tr[data-source-id]");
+  assert.equal(await page.$("#new-secret"), null);
+  assert.ok(!(await page.textContent("main")).includes(rotated));
+
+  page.once("dialog", (d) => d.accept());
+  await page.click("#sources tr[data-source-id] button.danger");
+  await page.waitForSelector("#sources-empty");
+  assert.match(await page.textContent("#flash"), /deleted/);
+  assert.equal(await deliver(rotated, "msg_ui_5"), 404);
+
+  // Stripe issues its own secret: pasted at create, replaced with "Set the sender's secret"; never echoed.
+  await page.selectOption("#source-scheme", "stripe");
+  assert.match(await page.textContent("#source-scheme-hint"), /Stripe issues the signing secret/);
+  await page.fill("#source-name", "ui stripe");
+  await page.fill("#source-event-type", "stripe.event");
+  await page.fill("#source-secret", "whsec_ui_stripe_secret_1");
+  await page.click("#new-source button[type=submit]");
+  await page.waitForFunction(() => /ui stripe/.test(document.querySelector("#sources")?.textContent || ""));
+  assert.equal(await page.$("#new-secret"), null);
+  assert.match(await page.textContent("#source-secret-box"), /verifies its deliveries with the secret you pasted/);
+  const stripeUrl = (await page.textContent("#new-source-url")).trim();
+  assert.ok(!(await page.textContent("main")).includes("whsec_ui_stripe_secret_1"));
+  const stripe = async (s, id) => {
+    const body = JSON.stringify({ id, object: "event", type: "invoice.paid", data: { object: { customer: "cus_ui" } } });
+    const t = Math.floor(Date.now() / 1000);
+    const v1 = createHmac("sha256", s).update(`${t}.${body}`).digest("hex");
+    return (await fetch(stripeUrl, { method: "POST", body, headers: { "content-type": "application/json", "stripe-signature": `t=${t},v1=${v1}` } })).status;
+  };
+  assert.equal(await stripe("whsec_ui_stripe_secret_1", "evt_ui_1"), 202);
+  await page.click("#sources tr[data-source-id] button.own");
+  await page.fill("#sources tr[data-source-id] form.own-secret input", "whsec_ui_stripe_secret_2");
+  await page.click("#sources tr[data-source-id] form.own-secret button[type=submit]");
+  await page.waitForFunction(() => /rotated/.test(document.querySelector("#sources .rotated")?.textContent || ""));
+  assert.match(await page.textContent("#source-secret-box"), /previous secret keeps verifying until/);
+  assert.ok(!(await page.textContent("main")).includes("whsec_ui_stripe_secret_2"));
+  assert.equal(await stripe("whsec_ui_stripe_secret_2", "evt_ui_2"), 202);
+  page.once("dialog", (d) => d.accept());
+  await page.click("#sources tr[data-source-id] button.danger");
+  await page.waitForSelector("#sources-empty");
+});
+
+test("a page on another origin posts to the SDK intakes: nginx passes the CORS preflight to the api", async () => {
+  // posthog-js posts from the customer's site: a preflighted cross-origin request (JSON body).
+  const site = createServer((req, res) => { res.setHeader("content-type", "text/html"); res.end("<!doctype html><title>shop</title>"); });
+  await new Promise((r) => site.listen(0, "127.0.0.1", r));
+  const other = await context.newPage();
+  try {
+    await other.goto(`http://127.0.0.1:${site.address().port}/`);
+    const answers = await other.evaluate(async (base) => {
+      const out = {};
+      for (const p of ["/v1/batch", "/batch/", "/i/v0/e/?compression=gzip-js&ver=1.2", "/flags/?v=2"]) {
+        const r = await fetch(base + p, { method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ api_key: "slk_not_a_key", batch: [{ event: "e", distinct_id: "u" }] }) });
+        out[p] = [r.status, (await r.json()).error?.code ?? "ok"];
+      }
+      return out;
+    }, BASE);
+    assert.deepEqual(answers, { "/v1/batch": [401, "unauthorized"], "/batch/": [401, "unauthorized"],
+      "/i/v0/e/?compression=gzip-js&ver=1.2": [401, "unauthorized"], "/flags/?v=2": [200, "ok"] });
+  } finally {
+    await other.close();
+    site.close();
+  }
 });
 
 test("a revoked key is refused, and a 401 returns to login", async () => {

@@ -16,6 +16,76 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub auth: AuthSettings,
     pub analytics: AnalyticsSettings,
+    pub sources: SourcesSettings,
+    pub schemas: SchemasSettings,
+}
+
+/// Tracking plans (docs/TRACKING_PLANS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SchemasSettings {
+    /// Schema versions an account may publish, all types together.
+    pub max_per_account: i64,
+    /// Bytes of one schema.
+    pub max_schema_bytes: usize,
+    /// How long an api instance uses a plan before reading it again, announcements aside.
+    pub refresh_secs: u64,
+}
+
+impl Default for SchemasSettings {
+    fn default() -> Self {
+        Self {
+            max_per_account: 200,
+            max_schema_bytes: 64 * 1024,
+            refresh_secs: 60,
+        }
+    }
+}
+
+/// The intakes for other senders: the Segment / RudderStack HTTP API, PostHog capture, signed
+/// webhooks (docs/SOURCES.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SourcesSettings {
+    /// Bytes of one Segment message (Segment's own limit: 32 KB).
+    pub segment_max_message_bytes: usize,
+    /// Bytes of one Segment request, decompressed (Segment's own limit: 500 KB).
+    pub segment_max_batch_bytes: usize,
+    /// Bytes of one PostHog request, decompressed and decoded.
+    pub posthog_max_body_bytes: usize,
+    /// Messages or events in one request of either SDK intake.
+    pub max_messages: usize,
+    /// Bodies read at once before their key is known (the key travels in the body); more are
+    /// answered 503 at once, so unauthenticated senders cannot hold the api's memory.
+    pub max_unauthenticated_reads: usize,
+    /// Bytes of one webhook delivery (it becomes one event's `properties`).
+    pub webhook_max_body_bytes: usize,
+    /// How far a webhook's signed timestamp may be from now, either way.
+    pub webhook_tolerance_secs: i64,
+    /// After a rotation, how long the previous secret still verifies.
+    pub rotation_grace_secs: i64,
+    /// How long an api instance caches a webhook source (a rotation or deletion on another
+    /// instance reaches this one within it).
+    pub source_cache_ttl_ms: u64,
+    /// Webhook sources an account may hold.
+    pub max_per_account: i64,
+}
+
+impl Default for SourcesSettings {
+    fn default() -> Self {
+        Self {
+            segment_max_message_bytes: 32 * 1024,
+            segment_max_batch_bytes: 500 * 1024,
+            posthog_max_body_bytes: 5 * 1024 * 1024,
+            max_messages: 2_500,
+            max_unauthenticated_reads: 64,
+            webhook_max_body_bytes: 64 * 1024,
+            webhook_tolerance_secs: 300,
+            rotation_grace_secs: 24 * 3600,
+            source_cache_ttl_ms: 1_000,
+            max_per_account: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +101,9 @@ pub struct AnalyticsSettings {
     pub cache_max_bytes: u64,
     /// Users listed in `topUsers`.
     pub top_users: usize,
+    /// After readiness turns off at shutdown, how long the service keeps serving before it closes
+    /// its listener (load balancers polling `/api/ready` stop sending meanwhile).
+    pub drain_gap_ms: u64,
 }
 
 impl Default for AnalyticsSettings {
@@ -42,6 +115,7 @@ impl Default for AnalyticsSettings {
             pipeline_cache_ttl_ms: 1_000,
             cache_max_bytes: 64 * 1024 * 1024,
             top_users: 10,
+            drain_gap_ms: 2_000,
         }
     }
 }
@@ -180,22 +254,42 @@ fn url_password(url: &str) -> Option<&str> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RedisSettings {
+    /// One server (`redis://host:port`), or a Redis Cluster: its seed nodes as a comma-separated
+    /// list of URLs (`redis://127.0.0.1:7001,redis://127.0.0.1:7002,…`) or fred's
+    /// `redis-cluster://host:port?node=host:port&…`.
     pub url: String,
-    /// The stream every api instance appends to and every worker reads.
-    pub stream_key: String,
-    /// The consumer group of the workers.
+    /// What every Sluice key starts with: streams `<prefix>:{p<N>}:events`.
+    pub key_prefix: String,
+    /// How many streams (P) the events are spread over, by a hash of `accountId:eventId`.
+    /// Changing it on a live system: docs/PERFORMANCE.md, "Changing the partition count".
+    pub partitions: u16,
+    /// The consumer group of the workers, on every stream.
     pub group: String,
     /// How long one Redis command may take before the caller gives up (and answers 503).
     pub command_timeout_ms: u64,
+    /// Replicas that must have an enqueue before it is answered 202 (`WAIT`); 0 answers once the
+    /// master has it (replication is asynchronous: docs/RELIABILITY.md states what a failover can
+    /// lose then).
+    pub wait_replicas: u32,
+    /// How long `WAIT` may take; fewer replicas than `wait_replicas` by then is a 503.
+    pub wait_timeout_ms: u64,
+    /// The one stream of before partitioning: refused when set, so an old configuration fails
+    /// at start instead of being ignored.
+    #[serde(default)]
+    pub stream_key: Option<String>,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6380".into(),
-            stream_key: crate::names::STREAM_KEY.into(),
+            key_prefix: crate::names::KEY_PREFIX.into(),
+            partitions: 8,
             group: crate::names::CONSUMER_GROUP.into(),
             command_timeout_ms: 2_000,
+            wait_replicas: 0,
+            wait_timeout_ms: 100,
+            stream_key: None,
         }
     }
 }
@@ -203,6 +297,10 @@ impl Default for RedisSettings {
 impl RedisSettings {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
+    }
+
+    pub fn layout(&self) -> crate::partition::Partitions {
+        crate::partition::Partitions::new(self.key_prefix.clone(), self.partitions.max(1))
     }
 }
 
@@ -243,10 +341,22 @@ impl Default for MongoSettings {
 pub struct ApiSettings {
     pub host: String,
     pub port: u16,
-    /// How long an (account, eventId) pair is remembered in Redis for dedup.
+    /// How long an (account, eventId) pair is remembered in Redis for dedup: at least this long,
+    /// and at most twice (the dedup sets of a partition expire whole, one per window).
     pub dedup_window_secs: u64,
-    /// Entries the worker group has not acknowledged (lag + pending) above which ingest answers 503.
+    /// Events the worker group has not acknowledged (lag + pending, over every partition) above
+    /// which ingest answers 503.
     pub max_backlog: u64,
+    /// Group commit: how long a partition's enqueue waits for more events to share its Redis
+    /// call, while an earlier call of that partition is still in flight (an idle partition sends
+    /// at once).
+    pub commit_max_wait_us: u64,
+    /// Group commit: the most events one Redis call carries (a request's events are never split,
+    /// so one call may exceed it by one request).
+    pub commit_max_events: usize,
+    /// Group commit: calls of one partition in flight at once; a request that finds them all in
+    /// flight waits (up to `commit_max_wait_us`) for company.
+    pub commit_max_in_flight: usize,
     /// How often the backlog is read from Redis.
     pub backlog_poll_ms: u64,
     pub max_event_bytes: usize,
@@ -284,6 +394,9 @@ pub struct ApiSettings {
     /// While PostgreSQL is unreachable, a key confirmed within this many seconds keeps working
     /// (stale-if-error); 0 turns that off.
     pub key_stale_if_error_secs: u64,
+    /// After readiness turns off at shutdown, how long the api keeps serving before it closes its
+    /// listener (load balancers polling `/api/ready` stop sending meanwhile).
+    pub drain_gap_ms: u64,
 }
 
 /// A list given either as a list (TOML) or as one comma-separated string (an env variable).
@@ -312,6 +425,9 @@ impl Default for ApiSettings {
             port: 3001,
             dedup_window_secs: 600,
             max_backlog: 500_000,
+            commit_max_wait_us: 1_000,
+            commit_max_events: 512,
+            commit_max_in_flight: 1,
             backlog_poll_ms: 250,
             max_event_bytes: 64 * 1024,
             max_batch_bytes: 5 * 1024 * 1024,
@@ -330,19 +446,26 @@ impl Default for ApiSettings {
             redis_negative_key_cache_ttl_secs: 30,
             key_tombstone_ttl_secs: 3_600,
             key_stale_if_error_secs: 3_600,
+            drain_gap_ms: 2_000,
         }
     }
 }
 
 impl ApiSettings {
-    pub fn dedup_window(&self) -> Duration {
-        Duration::from_secs(self.dedup_window_secs)
-    }
     pub fn backlog_poll(&self) -> Duration {
         Duration::from_millis(self.backlog_poll_ms)
     }
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.body_read_timeout_secs)
+    }
+    pub fn drain_gap(&self) -> Duration {
+        Duration::from_millis(self.drain_gap_ms)
+    }
+}
+
+impl AnalyticsSettings {
+    pub fn drain_gap(&self) -> Duration {
+        Duration::from_millis(self.drain_gap_ms)
     }
 }
 
@@ -491,6 +614,18 @@ impl Settings {
         if self.worker.flush_interval_ms == 0 {
             return invalid("worker.flush_interval_ms", "must be above 0");
         }
+        if self.sources.max_messages == 0 || self.sources.max_unauthenticated_reads == 0 {
+            return invalid(
+                "sources.max_messages",
+                "sources.max_messages and sources.max_unauthenticated_reads must be above 0",
+            );
+        }
+        if self.sources.webhook_tolerance_secs <= 0 || self.sources.rotation_grace_secs < 0 {
+            return invalid(
+                "sources.webhook_tolerance_secs",
+                "must be above 0 (and sources.rotation_grace_secs not below 0)",
+            );
+        }
         if self.api.max_batch_events == 0 {
             return invalid("api.max_batch_events", "must be above 0");
         }
@@ -507,8 +642,24 @@ impl Settings {
         if self.api.dedup_window_secs == 0 {
             return invalid("api.dedup_window_secs", "must be above 0");
         }
-        if self.redis.stream_key.is_empty() {
-            return invalid("redis.stream_key", "must not be empty");
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ', '*'])
+        {
+            return invalid(
+                "redis.key_prefix",
+                "must be non-empty, without braces, spaces or `*`",
+            );
+        }
+        if self.redis.stream_key.is_some() {
+            return invalid(
+                "redis.stream_key",
+                "is gone: events go to the streams <redis.key_prefix>:{p<N>}:events (docs/DEPLOY.md, \"Upgrading from the single-stream version\")",
+            );
+        }
+        if !(1..=1024).contains(&self.redis.partitions) {
+            return invalid("redis.partitions", "must be 1 to 1024");
+        }
+        if self.api.commit_max_events == 0 || self.api.commit_max_events > 4000 {
+            return invalid("api.commit_max_events", "must be 1 to 4000");
         }
         if self.api.key_tombstone_ttl_secs < self.api.key_stale_if_error_secs {
             return invalid(
@@ -550,7 +701,12 @@ mod tests {
         assert_eq!(s.worker.port, 3003);
         assert!(s.redis.url.contains(":6380"));
         assert!(s.mongo.url.contains(":27018"));
-        assert_eq!(s.redis.stream_key, "events:stream");
+        assert_eq!(s.redis.layout().stream(0), "sluice:{p0}:events");
+        assert_eq!(s.redis.partitions, 8);
+        let mut old = Settings::default();
+        old.redis.stream_key = Some("events:stream".into());
+        let err = old.validate().unwrap_err().to_string();
+        assert!(err.contains("redis.stream_key"), "{err}");
         assert_eq!(s.redis.group, "workers");
         assert_eq!(s.api.dedup_window_secs, 600);
         assert_eq!(s.worker.batch_size, 100);

@@ -30,6 +30,7 @@ pub fn schema_json() -> Value {
             "sessionId": {"type": "string", "minLength": 1, "maxLength": 128},
             "timestamp": {"type": "string", "format": "date-time"},
             "sentAt": {"type": "string", "format": "date-time"},
+            "schemaVersion": {"type": "integer", "minimum": 1, "maximum": 1000000},
             "properties": {"type": "object"}
         }
     })
@@ -76,6 +77,8 @@ pub struct IncomingEvent {
     pub session_id: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// The tracking-plan version the event says it follows (else the latest applies).
+    pub schema_version: Option<u32>,
     #[serde(skip)]
     pub properties: Option<Box<RawValue>>,
 }
@@ -97,6 +100,122 @@ pub struct QueuedEvent {
     /// The client's JSON object, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Box<RawValue>>,
+    /// What an event taken in through a source (a Segment or PostHog SDK, a signed webhook)
+    /// carries besides the envelope; absent for Sluice's own API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Box<Origin>>,
+    /// What the account's tracking plan made of it, when a schema covers its type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<PlanVerdict>>,
+}
+
+/// A tracking plan's verdict on one event: the schema version it was judged by, what it broke,
+/// and whether it goes to quarantine instead of `events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanVerdict {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantine: bool,
+}
+
+/// The intake an event came through, when it is not Sluice's own API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The Segment / RudderStack HTTP API (`/v1/*`).
+    Segment,
+    /// PostHog capture (`/batch`, `/capture`, `/e`, `/i/v0/e`).
+    Posthog,
+    /// A signed webhook (`/api/v1/webhooks/{sourceId}`).
+    Webhook,
+}
+
+/// The fields of a source's message that Sluice's envelope has no place for, kept as they came
+/// (the mapping is in docs/SOURCES.md). Objects stay the sender's raw JSON, checked like
+/// `properties` and never built into a tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Origin {
+    pub kind: SourceKind,
+    /// The webhook source's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// The Segment call (`track`, `identify`, `page`, `screen`, `group`, `alias`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// The sender's own message id, when it was not usable as an eventId as it is (the eventId
+    /// is then derived from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    /// A page's or screen's `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// An alias call's earlier id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traits: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrations: Option<Box<RawValue>>,
+}
+
+impl Origin {
+    pub fn new(kind: SourceKind) -> Self {
+        Self {
+            kind,
+            source_id: None,
+            call: None,
+            message_id: None,
+            anonymous_id: None,
+            name: None,
+            category: None,
+            group_id: None,
+            previous_id: None,
+            traits: None,
+            context: None,
+            integrations: None,
+        }
+    }
+}
+
+/// Longest event name a source may send (`Order Completed`, `$pageview`): its names are kept
+/// verbatim, where Sluice's own API asks for an identifier.
+pub const MAX_SOURCE_EVENT_TYPE_CHARS: usize = 200;
+
+/// Why a source's event name cannot be kept, if it cannot: empty, longer than
+/// [`MAX_SOURCE_EVENT_TYPE_CHARS`] characters, or holding a control character.
+pub fn source_event_type_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if name.chars().count() > MAX_SOURCE_EVENT_TYPE_CHARS {
+        return Some(format!(
+            "must be at most {MAX_SOURCE_EVENT_TYPE_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Some("must be printable text (no control characters)".into());
+    }
+    None
+}
+
+/// Whether `id` can be an eventId as it is: 1..128 of `[A-Za-z0-9_.:-]`, Sluice's own rule.
+pub fn is_plain_event_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Why a client's document is not an event.
@@ -117,7 +236,14 @@ pub struct Parsed {
 
 /// Envelope fields a client may leave out; sent as `null` they are absent (SDKs send `null` for
 /// unset fields).
-const OPTIONAL_FIELDS: &[&str] = &["eventId", "sessionId", "timestamp", "sentAt", "properties"];
+const OPTIONAL_FIELDS: &[&str] = &[
+    "eventId",
+    "sessionId",
+    "timestamp",
+    "sentAt",
+    "properties",
+    "schemaVersion",
+];
 
 /// Parses and checks one event from its JSON text. Only the envelope's scalars are ever parsed
 /// into values: a container where the schema wants a scalar is checked as an empty one of its
@@ -284,6 +410,16 @@ impl QueuedEvent {
             timestamp,
             received_at,
             properties: incoming.properties,
+            origin: None,
+            // The version the event names, for the tracking plan to judge it by (which replaces
+            // this with its verdict).
+            plan: incoming.schema_version.map(|v| {
+                Box::new(PlanVerdict {
+                    schema_version: v,
+                    violations: Vec::new(),
+                    quarantine: false,
+                })
+            }),
         })
     }
 }

@@ -5,15 +5,12 @@ pub mod config;
 pub mod enqueue;
 pub mod error;
 pub mod event;
-pub mod health;
 pub mod jwt;
 pub mod names;
+pub mod partition;
 pub mod redis;
 pub mod rollup;
 pub mod scan;
+pub mod startup;
 pub mod telemetry;
 pub mod telemetry_metrics;
-#[cfg(feature = "test-support")]
-pub mod testing;
-#[cfg(feature = "test-support")]
-pub mod testing_pg;

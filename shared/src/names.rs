@@ -1,22 +1,28 @@
 //! Storage names from the contract: Redis keys and channels, MongoDB database and collections.
 
-pub const STREAM_KEY: &str = "events:stream";
+/// What every Sluice key in Redis starts with (`redis.key_prefix`).
+pub const KEY_PREFIX: &str = "sluice";
 pub const CONSUMER_GROUP: &str = "workers";
-/// Field of a stream entry that holds the queued event as JSON.
+/// Field of a stream entry that holds its queued events: a JSON array of events (an entry
+/// queued before partitioning held one event object).
 pub const STREAM_EVENT_FIELD: &str = "e";
-/// Field of a stream entry that holds the id of the HTTP request that queued it.
+/// Field of a stream entry that holds the id of the HTTP request that queued its events: one
+/// JSON string when they share one, else a JSON array with one per event (an entry of old held
+/// the bare id).
 pub const STREAM_REQUEST_ID_FIELD: &str = "rid";
+/// Field of a stream entry that holds how many events it carries.
+pub const STREAM_COUNT_FIELD: &str = "n";
 /// Pub/sub channel on which a revoked key's hash is announced to every api instance.
 pub const KEY_REVOCATIONS_CHANNEL: &str = "sluice:keys:revoked";
 
 pub const MONGO_DATABASE: &str = "sluice";
 pub const EVENTS_COLLECTION: &str = "events";
 pub const DLQ_COLLECTION: &str = "events_dlq";
-
-/// `dedup:{accountId}:{eventId}`: reserved for the dedup window when an event is queued.
-pub fn dedup_key(account_id: &str, event_id: &str) -> String {
-    format!("dedup:{account_id}:{event_id}")
-}
+/// Events a tracking plan in `quarantine` mode held back (with their violations).
+pub const QUARANTINE_COLLECTION: &str = "events_quarantine";
+/// Pub/sub channel on which a tracking-plan change (an account id) is announced to every api
+/// instance.
+pub const PLAN_CHANGES_CHANNEL: &str = "sluice:plans:changed";
 
 /// `apikey:{sha256}`: the Redis cache of an API key's owner (or of its absence).
 pub fn api_key_cache_key(key_hash: &str) -> String {

@@ -7,9 +7,41 @@ use fred::prelude::*;
 
 use crate::config::RedisSettings;
 
+/// `redis.url` as fred's config: one URL, or a Redis Cluster's seed nodes as a comma-separated
+/// list of URLs (the first one's credentials and TLS apply to all).
+pub fn config(url: &str) -> anyhow::Result<Config> {
+    let invalid = || format!("invalid redis.url `{url}`");
+    let urls: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.len() < 2 {
+        return Config::from_url(url).with_context(invalid);
+    }
+    let mut config = Config::from_url(urls[0]).with_context(invalid)?;
+    let mut hosts = Vec::with_capacity(urls.len());
+    for u in &urls {
+        match Config::from_url(u).with_context(invalid)?.server {
+            ServerConfig::Centralized { server } => hosts.push(server),
+            ServerConfig::Clustered { hosts: more, .. } => hosts.extend(more),
+            _ => anyhow::bail!("{}: a seed list holds plain redis:// URLs", invalid()),
+        }
+    }
+    config.server = ServerConfig::Clustered {
+        hosts,
+        policy: Default::default(),
+    };
+    Ok(config)
+}
+
+/// Whether `redis.url` names a Redis Cluster.
+pub fn is_cluster(url: &str) -> bool {
+    config(url).is_ok_and(|c| c.server.is_clustered())
+}
+
 fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
-    let config = Config::from_url(&settings.url)
-        .with_context(|| format!("invalid redis.url `{}`", settings.url))?;
+    let config = config(&settings.url)?;
     let mut builder = Builder::from_config(config);
     let timeout = settings.command_timeout();
     builder
@@ -41,7 +73,7 @@ pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
 /// What services use at start-up, so that they wait rather than exit.
 pub async fn connect_when_ready(settings: &RedisSettings) -> anyhow::Result<Client> {
     builder(settings)?;
-    Ok(crate::health::retry_until_ok("redis", || async {
+    Ok(crate::startup::retry_until_ok("redis", || async {
         let client = connect(settings).await?;
         match ping(&client).await {
             Ok(()) => Ok(client),
@@ -92,6 +124,14 @@ pub async fn ensure_group(client: &Client, stream: &str, group: &str) -> anyhow:
     }
 }
 
+/// Creates the consumer group on every partition's stream.
+pub async fn ensure_groups(client: &Client, settings: &RedisSettings) -> anyhow::Result<()> {
+    for stream in settings.layout().streams() {
+        ensure_group(client, &stream, &settings.group).await?;
+    }
+    Ok(())
+}
+
 pub async fn ping(client: &Client) -> anyhow::Result<()> {
     client.ping::<Value>(None).await.context("Redis PING")?;
     Ok(())
@@ -105,6 +145,10 @@ pub struct GroupBacklog {
     pub lag: u64,
     pub length: u64,
     pub group_exists: bool,
+    /// Entries ever added to the stream (as far as the group's counters tell).
+    pub entries_added: u64,
+    /// Events ever queued in the partition (its meta hash), when the enqueue script kept count.
+    pub queued_events: Option<u64>,
 }
 
 impl GroupBacklog {
@@ -114,24 +158,32 @@ impl GroupBacklog {
     }
 }
 
-/// Reads the group's backlog. Redis's own `lag` can drift (its read counter is not kept exact
-/// across every kind of read, and is NULL after some deletions), so: no lag when the group has
-/// been handed the stream's last entry, and never more lag than the stream has entries.
+/// Reads the group's backlog without `XINFO STREAM` (which answers the first and last entries
+/// whole, and an entry packs up to thousands of events): XLEN, XINFO GROUPS, and the partition's
+/// meta hash the enqueue script keeps (its newest entry id and the events queued). Redis's own
+/// `lag` can drift (its read counter is not kept exact across every kind of read, and is NULL
+/// after some deletions), so: no lag when the group has been handed the newest entry, and never
+/// more lag than the stream has entries.
 pub async fn group_backlog(
     client: &Client,
     stream: &str,
     group: &str,
 ) -> anyhow::Result<GroupBacklog> {
-    let info: std::collections::HashMap<String, Value> =
-        match client.xinfo_stream(stream, false, None).await {
-            Ok(i) => i,
-            Err(e) if e.details().contains("no such key") => return Ok(GroupBacklog::default()),
-            Err(e) => return Err(e).context("XINFO STREAM"),
-        };
-    let length = info.get("length").and_then(|v| v.as_u64()).unwrap_or(0);
-    let last_generated = info.get("last-generated-id").and_then(|v| v.as_string());
+    let length: u64 = client.xlen(stream).await.context("XLEN")?;
     let groups: Vec<std::collections::HashMap<String, Value>> =
-        client.xinfo_groups(stream).await.context("XINFO GROUPS")?;
+        match client.xinfo_groups(stream).await {
+            Ok(g) => g,
+            Err(e) if e.details().contains("no such key") => return Ok(GroupBacklog::default()),
+            Err(e) => return Err(e).context("XINFO GROUPS"),
+        };
+    let (queued_events, last_generated): (Option<u64>, Option<String>) =
+        match crate::partition::meta_of_stream(stream) {
+            Some(meta) => client
+                .hmget(meta, vec!["events", "last"])
+                .await
+                .context("HMGET the partition's meta")?,
+            None => (None, None),
+        };
     let Some(g) = groups
         .iter()
         .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group))
@@ -141,22 +193,87 @@ pub async fn group_backlog(
             lag: length,
             length,
             group_exists: false,
+            entries_added: length,
+            queued_events,
         });
     };
     let pending = g.get("pending").and_then(|v| v.as_u64()).unwrap_or(0);
     let last_delivered = g.get("last-delivered-id").and_then(|v| v.as_string());
+    let reported_lag = g.get("lag").and_then(|v| v.as_u64());
     let lag = if last_delivered.is_some() && last_delivered == last_generated {
         0
     } else {
-        g.get("lag")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(length)
-            .min(length)
+        reported_lag.unwrap_or(length).min(length)
+    };
+    let entries_read = g.get("entries-read").and_then(|v| v.as_u64());
+    let entries_added = match (entries_read, reported_lag) {
+        (Some(read), Some(lag)) => read + lag,
+        _ => length,
     };
     Ok(GroupBacklog {
         pending,
         lag,
         length,
         group_exists: true,
+        entries_added,
+        queued_events,
     })
+}
+
+/// The backlog over every partition, in entries and in events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Entries not acknowledged yet (lag + pending), all partitions.
+    pub entries: u64,
+    /// Events in them: entries × the partition's events per entry over its life (each entry
+    /// carries a call's events; the script counts them in `<prefix>:{p<N>}:meta`).
+    pub events: u64,
+    pub pending: u64,
+    pub lag: u64,
+    /// Entries the streams hold.
+    pub length: u64,
+    /// Whether every partition's group exists.
+    pub groups_exist: bool,
+}
+
+/// Reads every partition's group backlog (XLEN, XINFO GROUPS and HMGET per partition).
+pub async fn backlog(client: &Client, settings: &RedisSettings) -> anyhow::Result<Backlog> {
+    let layout = settings.layout();
+    let mut total = Backlog {
+        groups_exist: true,
+        ..Backlog::default()
+    };
+    for p in layout.all() {
+        let b = group_backlog(client, &layout.stream(p), &settings.group).await?;
+        let per_entry = match (b.queued_events, b.entries_added) {
+            (Some(q), added) if added > 0 => (q as f64 / added as f64).max(1.0),
+            _ => 1.0,
+        };
+        total.entries += b.total();
+        total.events += (b.total() as f64 * per_entry).round() as u64;
+        total.pending += b.pending;
+        total.lag += b.lag;
+        total.length += b.length;
+        total.groups_exist &= b.group_exists;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_list_is_a_cluster() {
+        let c = config("redis://127.0.0.1:7001,redis://127.0.0.1:7002").unwrap();
+        match c.server {
+            ServerConfig::Clustered { hosts, .. } => assert_eq!(hosts.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(is_cluster(
+            "redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002"
+        ));
+        assert!(!is_cluster("redis://127.0.0.1:6380"));
+        assert!(config("redis://127.0.0.1:7001,::not a url").is_err());
+    }
 }

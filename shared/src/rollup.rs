@@ -23,24 +23,61 @@ pub fn rollup_id(account_id: &str, bucket_ms: i64) -> String {
     format!("{account_id}:{bucket_ms}")
 }
 
-/// An eventType as a field name under `types`: `.` would be a path separator, so it becomes `%2E`
-/// (`%` cannot occur in an eventType, so the escape is unambiguous).
+/// An eventType as a field name under `types`, encoded reversibly: `.` would be a path separator
+/// and a leading `$` an operator to MongoDB, so `%` becomes `%25`, `.` `%2E` and `$` `%24`
+/// (names from the sources are verbatim text: `Order Completed`, `$pageview`). Names of Sluice's
+/// own API hold none of `%$`, so what was written before this encoding reads back the same.
 pub fn type_field(event_type: &str) -> String {
-    event_type.replace('.', "%2E")
+    let mut out = String::with_capacity(event_type.len());
+    for c in event_type.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '.' => out.push_str("%2E"),
+            '$' => out.push_str("%24"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub fn type_from_field(field: &str) -> String {
-    field.replace("%2E", ".")
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at..at + 3);
+        let decoded = match code {
+            Some("%25") => Some('%'),
+            Some("%2E") => Some('.'),
+            Some("%24") => Some('$'),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[at + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
-/// HyperLogLog of the userIds of an account in one minute or hour.
+/// HyperLogLog of the userIds of an account in one minute or hour. The account's hash tag
+/// `{a<accountId>}` puts all its sketches in one slot: a PFCOUNT or ZUNION over many of them is one
+/// command on a Redis Cluster too.
 pub fn hll_key(account_id: &str, unit: char, bucket_ms: i64) -> String {
-    format!("hll:{account_id}:{unit}:{bucket_ms}")
+    format!("hll:{{a{account_id}}}:{unit}:{bucket_ms}")
 }
 
-/// Sorted set of per-user event counts of an account in one hour or day (capped: see `top_cap`).
+/// Sorted set of per-user event counts of an account in one hour or day (capped: see `top_cap`),
+/// tagged like [`hll_key`].
 pub fn top_key(account_id: &str, unit: char, bucket_ms: i64) -> String {
-    format!("top:{account_id}:{unit}:{bucket_ms}")
+    format!("top:{{a{account_id}}}:{unit}:{bucket_ms}")
 }
 
 /// A time window `[start, end)` in milliseconds split into whole units of `coarse_ms` inside it
@@ -121,6 +158,19 @@ mod tests {
     fn event_types_with_dots_survive_as_field_names() {
         assert_eq!(type_field("checkout.completed"), "checkout%2Ecompleted");
         assert_eq!(type_from_field(&type_field("a.b:c-d_e")), "a.b:c-d_e");
+        assert_eq!(type_field("$pageview"), "%24pageview");
+        assert_eq!(type_field("50% off.now"), "50%25 off%2Enow");
+        for name in [
+            "$pageview",
+            "Order Completed",
+            "50% off.now",
+            "%2E",
+            "a%",
+            "$.%$",
+        ] {
+            assert_eq!(type_from_field(&type_field(name)), name);
+            assert!(!type_field(name).contains(['.', '$']));
+        }
     }
 
     #[test]

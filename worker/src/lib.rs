@@ -4,8 +4,13 @@ pub mod batching;
 pub mod consumer;
 pub mod maintenance;
 pub mod reconcile;
-pub mod replay;
+pub mod retry;
+pub mod rollup_buffer;
 pub mod rollups;
 pub mod startup;
 pub mod store;
 pub mod stream;
+pub mod triage;
+
+/// The worker's name: its MongoDB client's app name and its log lines' `name`.
+pub const APP_NAME: &str = "sluice-worker";

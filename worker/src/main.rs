@@ -1,12 +1,16 @@
 use clap::{Parser, Subcommand};
 use sluice_shared::config::Settings;
 use sluice_shared::telemetry::{get_subscriber, init_subscriber};
-use sluice_worker::replay::{replay, ReplayFilter};
+use sluice_store::{replay, DeadLetterReason, Owner, ReplayFilter};
 use sluice_worker::startup::Application;
+use sluice_worker::APP_NAME;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
-    name = "sluice-worker",
+    name = APP_NAME,
     about = "Sluice stream consumer and its dead-letter tools"
 )]
 struct Cli {
@@ -31,7 +35,7 @@ enum DlqCommand {
     Replay {
         /// Only this reason: invalid, write_rejected or poison.
         #[arg(long)]
-        reason: Option<String>,
+        reason: Option<DeadLetterReason>,
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
@@ -47,7 +51,7 @@ enum DlqCommand {
         unattributed: bool,
         /// Only this reason: invalid, write_rejected or poison.
         #[arg(long)]
-        reason: Option<String>,
+        reason: Option<DeadLetterReason>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
@@ -59,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            init_subscriber(get_subscriber("sluice-worker", "info", std::io::stdout));
+            init_subscriber(get_subscriber(APP_NAME, "info", std::io::stdout));
             Application::build(settings)
                 .await?
                 .run_until_stopped()
@@ -73,14 +77,17 @@ async fn main() -> anyhow::Result<()> {
                     limit,
                 },
         } => {
-            init_subscriber(get_subscriber("sluice-worker", "warn", std::io::stderr));
-            let db = sluice_worker::store::connect(&settings.mongo).await?;
-            for letter in
-                sluice_worker::store::list_dead_letters(&db, unattributed, reason, limit).await?
-            {
+            init_subscriber(get_subscriber(APP_NAME, "warn", std::io::stderr));
+            let db = sluice_store::connect(&settings.mongo, sluice_worker::APP_NAME).await?;
+            let owner = if unattributed {
+                Owner::Unattributed
+            } else {
+                Owner::Any
+            };
+            for letter in sluice_store::list_dead_letters(&db, owner, reason, limit).await? {
                 println!(
                     "{}",
-                    mongodb::bson::Bson::Document(letter).into_relaxed_extjson()
+                    mongodb::bson::to_bson(&letter)?.into_relaxed_extjson()
                 );
             }
             Ok(())
@@ -93,17 +100,18 @@ async fn main() -> anyhow::Result<()> {
                     since,
                 },
         } => {
-            init_subscriber(get_subscriber("sluice-worker", "warn", std::io::stderr));
-            let db = sluice_worker::store::connect(&settings.mongo).await?;
+            init_subscriber(get_subscriber(APP_NAME, "warn", std::io::stderr));
+            let db = sluice_store::connect(&settings.mongo, sluice_worker::APP_NAME).await?;
             let redis = sluice_shared::redis::connect(&settings.redis).await?;
             let filter = ReplayFilter {
                 reason,
                 account,
                 since,
+                until: None,
             };
             let enqueuer = sluice_shared::enqueue::Enqueuer::new(
                 redis,
-                settings.redis.stream_key.clone(),
+                settings.redis.layout(),
                 settings.api.dedup_window_secs,
             );
             let report = replay(&db, &enqueuer, &filter).await?;

@@ -9,15 +9,31 @@ use tokio::sync::watch;
 
 use crate::stream;
 
-/// One round of upkeep; returns how many entries were trimmed.
+/// One round of upkeep over every partition; returns how many entries were trimmed.
 pub async fn run_once(redis: &Client, settings: &Settings, me: &str) -> anyhow::Result<u64> {
-    let key = &settings.redis.stream_key;
+    let mut trimmed = 0;
+    for (p, key) in settings.redis.layout().streams().iter().enumerate() {
+        trimmed += run_partition(redis, settings, me, key, p).await?;
+    }
+    Ok(trimmed)
+}
+
+async fn run_partition(
+    redis: &Client,
+    settings: &Settings,
+    me: &str,
+    key: &str,
+    p: usize,
+) -> anyhow::Result<u64> {
     let group = &settings.redis.group;
     let state = stream::group_state(redis, key, group).await?;
     let backlog = sluice_shared::redis::group_backlog(redis, key, group).await?;
-    metrics::gauge!("sluice_worker_pending_entries").set(backlog.pending as f64);
-    metrics::gauge!("sluice_stream_length_entries").set(backlog.length as f64);
-    metrics::gauge!("sluice_worker_lag_entries").set(backlog.lag as f64);
+    let partition = p.to_string();
+    metrics::gauge!("sluice_worker_pending_entries", "partition" => partition.clone())
+        .set(backlog.pending as f64);
+    metrics::gauge!("sluice_stream_length_entries", "partition" => partition.clone())
+        .set(backlog.length as f64);
+    metrics::gauge!("sluice_worker_lag_entries", "partition" => partition).set(backlog.lag as f64);
     let trimmed = match stream::trim_floor(&state) {
         Some(floor) => stream::trim_below(redis, key, &floor).await?,
         None => 0,

@@ -178,7 +178,7 @@ async fn count_events(db: &Database, settings: &Settings, b: &mut Bucket) -> any
             "n": {"$sum": 1},
         }},
     ];
-    let rows: Vec<Document> = crate::store::events(db)
+    let rows: Vec<Document> = sluice_store::events(db)
         .aggregate(pipeline)
         .await?
         .try_collect()
@@ -259,7 +259,7 @@ async fn replace_counts(db: &Database, b: &Bucket) -> anyhow::Result<bool> {
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    matches!(&*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == crate::store::DUPLICATE_KEY)
+    matches!(&*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == sluice_store::DUPLICATE_KEY)
         || e.to_string().contains("E11000")
 }
 

@@ -202,6 +202,8 @@ mod tests {
             timestamp: ts,
             received_at: Utc::now(),
             properties: None,
+            origin: None,
+            plan: None,
         }
     }
 

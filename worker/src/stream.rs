@@ -5,7 +5,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use sluice_shared::event::QueuedEvent;
-use sluice_shared::names::{STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
+use sluice_shared::names::{STREAM_COUNT_FIELD, STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
 
 /// One stream entry as read, undecoded.
 #[derive(Debug, Clone)]
@@ -16,24 +16,94 @@ pub struct Entry {
     pub deliveries: u64,
 }
 
-impl Entry {
-    pub fn request_id(&self) -> Option<String> {
-        self.fields.get(STREAM_REQUEST_ID_FIELD)?.as_string()
+/// One event of an entry: its JSON text as queued and the request that queued it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryEvent {
+    /// Its place in the entry (0 for an entry of old, which held one event).
+    pub index: usize,
+    pub text: String,
+    pub request_id: Option<String>,
+    /// Whether the entry packs events (an array), so an event is named `<entry id>.<index>`.
+    pub packed: bool,
+}
+
+impl EntryEvent {
+    /// `<entry id>.<index>` for an event of a packed entry, the entry id for one of old.
+    pub fn stream_id(&self, entry_id: &str) -> String {
+        if self.packed {
+            format!("{entry_id}.{}", self.index)
+        } else {
+            entry_id.to_owned()
+        }
     }
 
-    /// The queued event, or why the entry cannot be one.
     pub fn decode(&self) -> Result<QueuedEvent, String> {
+        serde_json::from_str(&self.text).map_err(|e| format!("undecodable event: {e}"))
+    }
+}
+
+impl Entry {
+    /// How many events the entry carries, without decoding them (its `n` field); an entry of
+    /// old, or one that does not say, counts as one.
+    pub fn event_count(&self) -> usize {
+        self.field(STREAM_COUNT_FIELD)
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields.get(name)?.as_bytes()
+    }
+
+    /// The events the entry carries: `e` is a JSON array of events (`rid` the array of their
+    /// request ids), or, in an entry queued before partitioning, one event (`rid` one string).
+    /// An entry that is neither cannot be unpacked: it is dead-lettered whole.
+    pub fn events(&self) -> Result<Vec<EntryEvent>, String> {
         let raw = self
             .fields
             .get(STREAM_EVENT_FIELD)
-            .ok_or_else(|| format!("entry has no `{STREAM_EVENT_FIELD}` field"))?;
-        let bytes = raw
+            .ok_or_else(|| format!("entry has no `{STREAM_EVENT_FIELD}` field"))?
             .as_bytes()
             .ok_or_else(|| format!("`{STREAM_EVENT_FIELD}` is not a string"))?;
-        serde_json::from_slice(bytes).map_err(|e| format!("undecodable event: {e}"))
+        let rid = self.field(STREAM_REQUEST_ID_FIELD);
+        let packed = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        if !packed {
+            let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
+            return Ok(vec![EntryEvent {
+                index: 0,
+                text: text.to_owned(),
+                request_id: rid.map(|r| String::from_utf8_lossy(r).into_owned()),
+                packed: false,
+            }]);
+        }
+        let events: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(raw).map_err(|e| format!("undecodable entry: {e}"))?;
+        // One JSON string shared by every event, or an array with one per event.
+        let (shared, rids): (Option<String>, Vec<Option<String>>) = match rid {
+            Some(r) if r.first() == Some(&b'[') => {
+                (None, serde_json::from_slice(r).unwrap_or_default())
+            }
+            Some(r) => (serde_json::from_slice(r).ok(), Vec::new()),
+            None => (None, Vec::new()),
+        };
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| EntryEvent {
+                index,
+                text: e.get().to_owned(),
+                request_id: rids
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| shared.clone()),
+                packed: true,
+            })
+            .collect())
     }
 
-    /// The entry as it was queued, for a dead letter.
+    /// The entry as it was queued, for the dead letter of an entry that cannot be unpacked.
     pub fn raw_fields(&self) -> HashMap<String, String> {
         self.fields
             .iter()
@@ -113,8 +183,10 @@ impl StreamReader {
     }
 }
 
-fn custom(name: &'static str) -> CustomCommand {
-    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+/// A command routed to the node of `key`'s slot (fred's `FirstKey` does not see a key in the
+/// plain values a custom command carries, and would send it to any node).
+fn custom(name: &'static str, key: &str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::from(key), false)
 }
 
 /// `[id, [field, value, ...]]` as Redis returns a stream entry.
@@ -155,7 +227,7 @@ pub async fn claim(
 ) -> Result<Vec<Entry>, fred::error::Error> {
     let reply: Value = client
         .custom(
-            custom("XAUTOCLAIM"),
+            custom("XAUTOCLAIM", stream),
             vec![
                 Value::from(stream),
                 Value::from(group),
@@ -194,7 +266,7 @@ pub async fn set_deliveries(
     };
     let reply: Value = client
         .custom(
-            custom("XPENDING"),
+            custom("XPENDING", stream),
             vec![
                 Value::from(stream),
                 Value::from(group),
@@ -252,7 +324,7 @@ pub async fn group_state(
     }
     let summary: Value = client
         .custom(
-            custom("XPENDING"),
+            custom("XPENDING", stream),
             vec![Value::from(stream), Value::from(group)],
         )
         .await?;
@@ -294,7 +366,7 @@ pub async fn trim_below(
 ) -> Result<u64, fred::error::Error> {
     client
         .custom(
-            custom("XTRIM"),
+            custom("XTRIM", stream),
             vec![
                 Value::from(stream),
                 Value::from("MINID"),
@@ -392,5 +464,51 @@ mod tests {
         assert_eq!(e.id, "1-1");
         assert_eq!(e.fields.len(), 1);
         assert!(parse_entry(Value::Null).is_none());
+    }
+
+    fn entry(e: &str, rid: &str) -> Entry {
+        Entry {
+            id: "5-0".into(),
+            fields: [
+                (STREAM_EVENT_FIELD.to_owned(), Value::from(e)),
+                (STREAM_REQUEST_ID_FIELD.to_owned(), Value::from(rid)),
+            ]
+            .into(),
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn a_packed_entry_unpacks_into_its_events_with_their_request_ids() {
+        let e = entry(r#"[{"eventId":"a"}, {"eventId":"b"}]"#, r#"["r1","r2"]"#);
+        let events = e.events().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].text, r#"{"eventId":"b"}"#);
+        assert_eq!(events[1].request_id.as_deref(), Some("r2"));
+        assert_eq!(events[1].stream_id("5-0"), "5-0.1");
+        // An entry of old: one event, one request id.
+        let old = entry(r#"{"eventId":"a"}"#, "r1").events().unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].request_id.as_deref(), Some("r1"));
+        assert_eq!(old[0].stream_id("5-0"), "5-0");
+        assert!(entry("[not json", "r").events().is_err());
+        // Request ids that do not parse lose the ids, not the events.
+        assert_eq!(
+            entry(r#"[{"eventId":"a"}]"#, "garbled")
+                .events()
+                .unwrap()
+                .len(),
+            1
+        );
+        // One request id for every event of the entry.
+        let two = r#"[{"eventId":"a"}, {"eventId":"b"}]"#;
+        let shared = entry(two, r#""r9""#).events().unwrap();
+        assert_eq!(shared[1].request_id.as_deref(), Some("r9"));
+        let mut counted = entry(two, r#""r9""#);
+        assert_eq!(counted.event_count(), 1, "no count field: one");
+        counted
+            .fields
+            .insert(STREAM_COUNT_FIELD.to_owned(), Value::from("2"));
+        assert_eq!(counted.event_count(), 2);
     }
 }

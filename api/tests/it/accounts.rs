@@ -351,11 +351,15 @@ async fn an_account_may_hold_only_so_many_active_keys() {
 #[tokio::test]
 async fn logs_hold_no_key_password_or_token() {
     let settings = test_settings();
-    let port = sluice_shared::testing::free_port();
+    let port = sluice_testkit::servers::free_port();
     let log = std::env::temp_dir().join(format!("sluice-api-log-{}.json", uuid::Uuid::new_v4()));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-api"))
         .env("SLUICE_API__PORT", port.to_string())
-        .env("SLUICE_REDIS__STREAM_KEY", &settings.redis.stream_key)
+        .env("SLUICE_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+        .env(
+            "SLUICE_REDIS__PARTITIONS",
+            settings.redis.partitions.to_string(),
+        )
         .env("SLUICE_AUTH__JWT_SECRET", TEST_JWT_SECRET)
         .env("RUST_LOG", "debug")
         .stdout(std::fs::File::create(&log).unwrap())
@@ -380,7 +384,7 @@ async fn logs_hold_no_key_password_or_token() {
     let key = created["key"].as_str().unwrap();
     assert_eq!(post_event(&url, key, "l1").await.0, 202);
     api.login("nobody@example.com", &password).await;
-    sluice_shared::testing::sigterm(&child);
+    sluice_testkit::servers::sigterm(&child);
     child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
@@ -407,20 +411,70 @@ async fn the_openapi_document_covers_every_route_and_its_docs_page_is_self_conta
         .await
         .unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
-    // Every route `startup::routes` registers, by method and path.
+    // Every route `startup::routes` and the skeleton register, by method and path.
     let routes = [
         ("post", "/api/v1/events"),
         ("post", "/api/v1/events/batch"),
+        ("get", "/api/v1/events"),
+        ("get", "/api/v1/events/{eventId}"),
+        ("get", "/api/v1/quarantine"),
+        ("post", "/api/v1/quarantine/replay"),
+        ("post", "/api/v1/dlq/replay"),
+        ("post", "/api/v1/schemas"),
+        ("get", "/api/v1/schemas"),
+        ("get", "/api/v1/schemas/{eventType}"),
+        ("get", "/api/v1/schemas/{eventType}/{version}"),
+        ("put", "/api/v1/schemas/{eventType}/mode"),
+        ("get", "/api/v1/account/schema-mode"),
+        ("put", "/api/v1/account/schema-mode"),
         ("post", "/api/v1/auth/register"),
         ("post", "/api/v1/auth/login"),
         ("get", "/api/v1/auth/me"),
         ("post", "/api/v1/keys"),
         ("get", "/api/v1/keys"),
         ("delete", "/api/v1/keys/{id}"),
+        ("get", "/api/v1/dlq"),
+        ("post", "/api/v1/dlq/{id}/replay"),
+        ("post", "/api/v1/sources"),
+        ("get", "/api/v1/sources"),
+        ("delete", "/api/v1/sources/{id}"),
+        ("post", "/api/v1/sources/{id}/rotate"),
+        ("post", "/api/v1/webhooks/{id}"),
+        ("post", "/v1/batch"),
+        ("post", "/v1/track"),
+        ("post", "/v1/identify"),
+        ("post", "/v1/page"),
+        ("post", "/v1/screen"),
+        ("post", "/v1/group"),
+        ("post", "/v1/alias"),
+        ("post", "/v1/batch/"),
+        ("post", "/v1/track/"),
+        ("post", "/v1/identify/"),
+        ("post", "/v1/page/"),
+        ("post", "/v1/screen/"),
+        ("post", "/v1/group/"),
+        ("post", "/v1/alias/"),
+        ("post", "/batch"),
+        ("post", "/batch/"),
+        ("post", "/capture"),
+        ("post", "/capture/"),
+        ("post", "/e"),
+        ("post", "/e/"),
+        ("post", "/i/v0/e"),
+        ("post", "/i/v0/e/"),
+        ("post", "/decide"),
+        ("get", "/decide"),
+        ("post", "/decide/"),
+        ("get", "/decide/"),
+        ("post", "/flags"),
+        ("get", "/flags"),
+        ("post", "/flags/"),
+        ("get", "/flags/"),
         ("get", "/api/health"),
         ("get", "/api/ready"),
         ("get", "/api/live"),
         ("get", "/metrics"),
+        ("get", "/api/openapi.json"),
     ];
     for (method, path) in routes {
         assert!(
@@ -441,7 +495,11 @@ async fn the_openapi_document_covers_every_route_and_its_docs_page_is_self_conta
     );
     // And every documented path answers something other than the catch-all 404.
     for (method, path) in routes {
-        let path = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
+        let path = path
+            .replace("{id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{eventId}", "e1")
+            .replace("{eventType}", "purchase")
+            .replace("{version}", "1");
         let r = http
             .request(
                 method.to_uppercase().parse().unwrap(),
@@ -513,12 +571,12 @@ async fn a_method_a_known_path_does_not_serve_is_405_with_allow_in_the_error_sha
     assert!(body["error"]["message"].as_str().unwrap().contains("PUT"));
     // Refused before auth or the body are looked at.
     let resp = http
-        .get(format!("{url}/api/v1/events"))
+        .delete(format!("{url}/api/v1/events"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(resp.headers()["allow"], "POST, GET");
     let resp = http
         .get(format!("{url}/api/v1/no-such-path"))
         .send()

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use sluice_api::store;
 use sluice_shared::config::Settings;
 use sluice_shared::names::{api_key_cache_key, KEY_REVOCATIONS_CHANNEL};
-use sluice_shared::testing::OwnRedis;
-use sluice_shared::testing_pg::OwnPostgres;
+use sluice_testkit::postgres::OwnPostgres;
+use sluice_testkit::servers::OwnRedis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{post_event, spawn_api, test_settings};

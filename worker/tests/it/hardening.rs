@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use mongodb::bson::{doc, Document};
-use sluice_shared::testing::OwnMongo;
+use sluice_store::DeadLetterReason;
+use sluice_testkit::servers::OwnMongo;
 
 use crate::helpers::{eventually, ids, spawn_app_with, test_settings, Options, TestApp};
 
@@ -63,7 +64,7 @@ async fn a_mongodb_refusing_every_insert_loses_no_accepted_event_and_no_dead_let
     let redis = app.redis().await;
     let _: String = redis
         .xadd(
-            &app.settings.redis.stream_key,
+            &app.settings.redis.layout().stream(0),
             false,
             None,
             "*",
@@ -192,6 +193,8 @@ fn histogram_counts(metrics: &str, name: &str, le: &str) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_claim_fills_the_batch_no_read_takes_the_whole_backlog() {
     let mut settings = test_settings();
+    // One partition: the test reads and holds that stream by hand.
+    settings.redis.partitions = 1;
     settings.worker.claim_interval_ms = 100;
     settings.worker.claim_min_idle_ms = 1_000;
     let app = spawn_app_with(without_worker(settings.clone())).await;
@@ -205,7 +208,7 @@ async fn after_a_claim_fills_the_batch_no_read_takes_the_whole_backlog() {
             Some(100),
             None,
             false,
-            settings.redis.stream_key.as_str(),
+            settings.redis.layout().stream(0).as_str(),
             ">",
         )
         .await
@@ -220,11 +223,14 @@ async fn after_a_claim_fills_the_batch_no_read_takes_the_whole_backlog() {
         20_100
     );
     let (_, metrics) = worker.get("/metrics").await;
-    let (small, all) = histogram_counts(&metrics, "sluice_worker_batch_size_events", "100");
-    assert!(all >= 201, "{all} batches for 20,100 events: {metrics}");
+    let (_, all) = histogram_counts(&metrics, "sluice_worker_batch_size_events", "100");
+    // A batch holds worker.batch_size (100) events, and at most the events of one more entry
+    // (an entry, one enqueue call's events, is never split): far from the 20,000 waiting.
+    let (bounded, _) = histogram_counts(&metrics, "sluice_worker_batch_size_events", "1000");
+    assert!(all >= 21, "{all} batches for 20,100 events: {metrics}");
     assert_eq!(
-        small, all,
-        "every batch holds at most worker.batch_size (100) entries"
+        bounded, all,
+        "every batch holds at most worker.batch_size events plus one entry's"
     );
     worker.stop().await;
 }
@@ -243,7 +249,7 @@ async fn a_worker_recreates_a_consumer_group_redis_lost_and_health_reports_a_stu
     );
     // Redis loses the stream and its group (as after a FLUSHALL or a restart without its AOF).
     let redis = app.redis().await;
-    let _: i64 = redis.del(&settings.redis.stream_key).await.unwrap();
+    sluice_testkit::stream::delete(&redis, &settings.redis).await;
     app.produce(&ids("after", 5)).await;
     assert_eq!(
         app.wait_for_events(doc! {}, 10, Duration::from_secs(30))
@@ -257,10 +263,10 @@ async fn a_worker_recreates_a_consumer_group_redis_lost_and_health_reports_a_stu
     assert!(metrics.contains("sluice_worker_group_recreated_total"));
 
     // A key of another type where the stream belongs: every read fails, PING still answers.
-    let _: i64 = redis.del(&settings.redis.stream_key).await.unwrap();
+    sluice_testkit::stream::delete(&redis, &settings.redis).await;
     let _: () = redis
         .set(
-            &settings.redis.stream_key,
+            &settings.redis.layout().stream(0),
             "not a stream",
             None,
             None,
@@ -276,7 +282,7 @@ async fn a_worker_recreates_a_consumer_group_redis_lost_and_health_reports_a_stu
         .await,
         "health says the read loop is not reading"
     );
-    let _: i64 = redis.del(&settings.redis.stream_key).await.unwrap();
+    sluice_testkit::stream::delete(&redis, &settings.redis).await;
     worker.stop().await;
 }
 
@@ -313,7 +319,7 @@ async fn rollups_converge_to_the_stored_events_after_a_write_met_its_own_earlier
     let earlier: Vec<_> = ids("lost-reply", 10)
         .iter()
         .map(|id| {
-            sluice_worker::store::to_document(&sluice_shared::event::QueuedEvent {
+            sluice_store::to_document(&sluice_shared::event::QueuedEvent {
                 event_id: id.clone(),
                 account_id: app.account_id.to_string(),
                 event_type: "page_view".into(),
@@ -322,11 +328,13 @@ async fn rollups_converge_to_the_stored_events_after_a_write_met_its_own_earlier
                 timestamp: now,
                 received_at: now,
                 properties: None,
+                origin: None,
+                plan: None,
             })
             .unwrap()
         })
         .collect();
-    sluice_worker::store::raw_events(&app.db)
+    sluice_store::raw_events(&app.db)
         .insert_many(&earlier)
         .await
         .unwrap();
@@ -428,7 +436,8 @@ async fn a_dead_letter_is_attributed_wherever_its_entry_says_whose_and_the_rest_
     let app = spawn_app_with(without_worker(settings.clone())).await;
     let worker = OwnWorker::start(&settings).await;
     let redis = app.redis().await;
-    let stream = settings.redis.stream_key.as_str();
+    let stream = settings.redis.layout().stream(0);
+    let stream = stream.as_str();
     // JSON naming its account but not an event; and bytes naming nobody.
     let named = serde_json::json!({"accountId": app.account_id.to_string(), "eventId": "named-1"})
         .to_string();
@@ -478,7 +487,7 @@ async fn a_dead_letter_is_attributed_wherever_its_entry_says_whose_and_the_rest_
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["reason"], "invalid");
+    assert_eq!(lines[0]["reason"], DeadLetterReason::Invalid.as_str());
     assert!(lines[0]["accountId"].is_null());
     assert!(lines[0]["rawEntry"]["e"]
         .as_str()
@@ -554,7 +563,10 @@ async fn events_outside_the_aggregate_window_are_stored_but_make_no_rollup_or_sk
     let redis = app.redis().await;
     let account = app.account_id.to_string();
     let mut keys: Vec<String> = Vec::new();
-    for pattern in [format!("hll:{account}:*"), format!("top:{account}:*")] {
+    for pattern in [
+        format!("hll:{{a{account}}}:*"),
+        format!("top:{{a{account}}}:*"),
+    ] {
         let found: Vec<String> = redis
             .custom(
                 fred::types::CustomCommand::new_static(
@@ -570,4 +582,20 @@ async fn events_outside_the_aggregate_window_are_stored_but_make_no_rollup_or_sk
     }
     // One minute and one hour HLL, one hour and one day top set: all of the recent event.
     assert_eq!(keys.len(), 4, "{keys:?}");
+}
+
+#[test]
+fn the_dead_letter_tools_refuse_an_unknown_reason_and_name_the_known_ones() {
+    for command in ["list", "replay"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"))
+            .args(["dlq", command, "--reason", "poisoned"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("`poisoned` is not a dead-letter reason: must be one of invalid, write_rejected, poison"),
+            "{stderr}"
+        );
+    }
 }

@@ -1,14 +1,18 @@
+//! The worker's tests on the one test kit: `TestApp` is a `sluice_testkit::Stack` running the api
+//! and (by default) a worker, with an account and key of its own, and the worker-specific looks
+//! at Redis and MongoDB its tests need.
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
-use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use sluice_api::store;
 use sluice_shared::config::Settings;
-use tokio::sync::oneshot;
+use sluice_testkit::{spawn_stack, spawner, Spawner};
 use uuid::Uuid;
 
-/// A running api and worker with a stream, database and account of their own.
+pub use sluice_testkit::{eventually, test_settings, Reply};
+
+/// A running api and worker with a stream, database and account of their own. Dropping it stops
+/// the api and the worker.
 pub struct TestApp {
     pub api: String,
     pub settings: Settings,
@@ -17,8 +21,7 @@ pub struct TestApp {
     pub db: mongodb::Database,
     pub pool: sqlx::PgPool,
     pub http: reqwest::Client,
-    /// Dropping these stops the api and the worker.
-    _stops: Vec<oneshot::Sender<()>>,
+    pub stack: sluice_testkit::Stack,
 }
 
 pub struct Options {
@@ -37,25 +40,15 @@ impl Default for Options {
     }
 }
 
-pub fn test_settings() -> Settings {
-    sluice_shared::telemetry::init_test_subscriber();
-    let mut s = Settings::load().expect("settings load");
-    let id = Uuid::new_v4().simple().to_string();
-    s.redis.stream_key = format!("test:{id}:events:stream");
-    s.mongo.database = format!("sluice_test_{}", &id[..16]);
-    s.api.port = 0;
-    s.api.workers = 2;
-    s.api.backlog_poll_ms = 50;
-    s.worker.port = 0;
-    s.worker.consumer_name = Some(format!("test-{id}"));
-    s.worker.flush_interval_ms = 100;
-    s.worker.rollup_interval_ms = 100;
-    s.postgres.max_connections = 4;
-    s.auth.jwt_secret = Some(secrecy::SecretString::from(TEST_JWT_SECRET));
-    s
+/// The worker, in this process, as the kit starts services.
+pub fn worker() -> Spawner {
+    spawner(|s, stop| async move {
+        let app = sluice_worker::startup::Application::build(s).await?;
+        let port = app.port();
+        tokio::spawn(app.run_until(stop));
+        Ok(port)
+    })
 }
-
-pub const TEST_JWT_SECRET: &str = "test-secret-for-sluice-integration-tests-0123456789";
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
@@ -64,96 +57,51 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut settings = opts.settings;
     settings.api.max_backlog = opts.max_backlog;
-    let mut stops = Vec::new();
-
-    let pool = store::pool(&settings.postgres).unwrap();
-    store::migrate(&pool).await.unwrap();
-
-    let api = sluice_api::startup::Application::build(settings.clone())
-        .await
-        .expect("api builds");
-    let api_url = format!("http://127.0.0.1:{}", api.port());
-    let (tx, rx) = oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(api.run_until(async {
-        let _ = rx.await;
-    }));
-
+    let mut options = sluice_testkit::Options::api().settings(settings);
     if opts.with_worker {
-        stops.push(spawn_worker(&settings).await);
+        options = options.worker(worker());
     }
-
-    let (account_id, key) = new_account(&pool).await;
-    let db = sluice_worker::store::connect(&settings.mongo)
-        .await
-        .unwrap();
+    let stack = spawn_stack(options).await;
+    let tenant = stack.tenant().await;
     TestApp {
-        api: api_url,
-        settings,
-        key,
-        account_id,
-        db,
-        pool,
-        // Idle connections are dropped before the api's keep-alive (5 s) closes them, so a request
-        // never goes out on a connection the server is closing.
-        http: reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-        _stops: stops,
+        api: stack.api().base.clone(),
+        settings: stack.settings.clone(),
+        key: tenant.key,
+        account_id: tenant.account,
+        db: stack.db.clone(),
+        pool: stack.pool.clone(),
+        http: stack.http.clone(),
+        stack,
     }
 }
 
 /// Starts a worker in this process on the app's stream; dropping the sender stops it gracefully.
-pub async fn spawn_worker(settings: &Settings) -> oneshot::Sender<()> {
-    let worker = sluice_worker::startup::Application::build(settings.clone())
-        .await
-        .expect("worker builds");
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(worker.run_until(async {
-        let _ = rx.await;
-    }));
+pub async fn spawn_worker(settings: &Settings) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    worker()(
+        settings.clone(),
+        Box::pin(async {
+            let _ = rx.await;
+        }),
+    )
+    .await
+    .expect("worker builds");
     tx
 }
 
+/// A new account and key (no token needed by the worker's tests).
 pub async fn new_account(pool: &sqlx::PgPool) -> (Uuid, String) {
-    let email = format!("{}@test.sluice", Uuid::new_v4());
-    let account = store::create_account(pool, &email, None).await.unwrap();
-    let (_, key) = store::create_key(pool, account, "test").await.unwrap();
-    (account, key)
-}
-
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Value,
+    let t = sluice_testkit::new_tenant(pool).await;
+    (t.account, t.key)
 }
 
 impl TestApp {
     pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
-        let mut req = self.http.post(format!("{}{path}", self.api)).body(body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.stack.api().post_raw(path, body, headers).await
     }
 
     pub async fn post_event_with_key(&self, key: &str, event: &Value) -> Reply {
-        self.post_raw(
-            "/api/v1/events",
-            serde_json::to_vec(event).unwrap(),
-            &[("content-type", "application/json"), ("x-api-key", key)],
-        )
-        .await
+        self.stack.api().post_event(key, event).await
     }
 
     pub async fn post_event(&self, event: &Value) -> Reply {
@@ -161,19 +109,11 @@ impl TestApp {
     }
 
     pub async fn post_batch(&self, events: Vec<Value>) -> Reply {
-        self.post_raw(
-            "/api/v1/events/batch",
-            serde_json::to_vec(&json!({ "events": events })).unwrap(),
-            &[
-                ("content-type", "application/json"),
-                ("x-api-key", &self.key),
-            ],
-        )
-        .await
+        self.stack.api().post_batch(&self.key, &events).await
     }
 
     pub fn dead_letters(&self) -> mongodb::Collection<Document> {
-        sluice_worker::store::dead_letters(&self.db)
+        self.db.collection(sluice_shared::names::DLQ_COLLECTION)
     }
 
     pub async fn redis(&self) -> fred::prelude::Client {
@@ -199,23 +139,46 @@ impl TestApp {
         accepted
     }
 
-    /// Entries delivered to the group and not yet acknowledged.
-    pub async fn pending(&self) -> u64 {
-        let redis = self.redis().await;
-        let summary: fred::prelude::Value = fred::prelude::StreamsInterface::xpending(
-            &redis,
-            &self.settings.redis.stream_key,
-            &self.settings.redis.group,
-            (),
-        )
-        .await
-        .unwrap();
-        match summary {
-            fred::prelude::Value::Array(parts) => {
-                parts.first().and_then(|v| v.as_u64()).unwrap_or(0)
-            }
-            _ => 0,
+    /// Posts each event alone, one after the other: one stream entry each (nothing to coalesce).
+    pub async fn produce_singly(&self, ids: &[String]) {
+        for id in ids {
+            let r = self.post_event(&event(id)).await;
+            assert_eq!(r.status, 202, "{:?}", r.body);
         }
+    }
+
+    /// Events in entries delivered to the group and not yet acknowledged (an entry carries the
+    /// events of one enqueue call).
+    pub async fn pending(&self) -> u64 {
+        use fred::prelude::{StreamsInterface, Value};
+        let redis = self.redis().await;
+        let mut pending = 0;
+        let queued = sluice_testkit::stream::queued(&redis, &self.settings.redis).await;
+        let layout = self.settings.redis.layout();
+        for (p, stream) in layout.all().zip(layout.streams()) {
+            let rows: Value = redis
+                .xpending(&stream, &self.settings.redis.group, ("-", "+", 100_000))
+                .await
+                .unwrap();
+            let ids: std::collections::HashSet<String> = match rows {
+                Value::Array(rows) => rows
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Value::Array(cols) => cols.first().and_then(|v| v.as_string()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Default::default(),
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            pending += queued
+                .iter()
+                .filter(|q| q.partition == p && ids.contains(&q.entry_id))
+                .count() as u64;
+        }
+        pending
     }
 
     /// Every stored eventId, once per document.
@@ -236,7 +199,7 @@ impl TestApp {
     }
 
     pub fn events(&self) -> mongodb::Collection<Document> {
-        sluice_worker::store::events(&self.db)
+        self.db.collection(sluice_shared::names::EVENTS_COLLECTION)
     }
 
     pub async fn count_events(&self, filter: Document) -> u64 {
@@ -277,12 +240,66 @@ pub struct WorkerProcess {
     pub child: std::process::Child,
 }
 
+/// The lines a process writes to its stdout (bunyan JSON for the services), as they come.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Logs {
+    /// The lines that are JSON, parsed.
+    pub fn json(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
 impl WorkerProcess {
     /// Starts `sluice-worker` on the settings' stream and database, with `env` on top.
     pub fn start(settings: &Settings, name: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Self::command(settings, name, env);
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        WorkerProcess {
+            child: cmd.spawn().expect("sluice-worker starts"),
+        }
+    }
+
+    /// As `start`, keeping what the worker logs to stdout.
+    pub fn start_logged(settings: &Settings, name: &str, env: &[(&str, &str)]) -> (Self, Logs) {
+        let mut cmd = Self::command(settings, name, env);
+        cmd.stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("sluice-worker starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let logs = Logs::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        (WorkerProcess { child }, logs)
+    }
+
+    fn command(settings: &Settings, name: &str, env: &[(&str, &str)]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
         cmd.env("SLUICE_REDIS__URL", &settings.redis.url)
-            .env("SLUICE_REDIS__STREAM_KEY", &settings.redis.stream_key)
+            .env("SLUICE_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+            .env(
+                "SLUICE_REDIS__PARTITIONS",
+                settings.redis.partitions.to_string(),
+            )
             .env("SLUICE_MONGO__URL", &settings.mongo.url)
             .env("SLUICE_MONGO__DATABASE", &settings.mongo.database)
             .env("SLUICE_WORKER__PORT", "0")
@@ -293,12 +310,7 @@ impl WorkerProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        if std::env::var("TEST_LOG").is_err() {
-            cmd.stdout(std::process::Stdio::null());
-        }
-        WorkerProcess {
-            child: cmd.spawn().expect("sluice-worker starts"),
-        }
+        cmd
     }
 
     pub fn kill9(&mut self) {
@@ -329,23 +341,5 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Waits until `check` holds, polling every 50 ms; false at the deadline.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -59,6 +59,13 @@ async fn an_accepted_event_is_stored_with_every_field_and_the_corrected_timestam
         .timestamp_millis();
     assert_eq!(ts, client_ts + (received - sent));
     assert!((Utc::now().timestamp_millis() - received).abs() < 60_000);
+
+    // Every reader deserializes the document the worker wrote.
+    let typed: sluice_store::StoredEvent = mongodb::bson::from_document(d).unwrap();
+    assert_eq!(typed.id, format!("{}:evt-1", app.account_id));
+    assert_eq!(typed.session_id.as_deref(), Some("sess-9"));
+    assert_eq!(typed.timestamp.timestamp_millis(), ts);
+    assert_eq!(typed.properties.unwrap().get_f64("amount").unwrap(), 42.5);
 }
 
 #[tokio::test]
@@ -393,9 +400,7 @@ async fn bad_bodies_get_clear_errors_and_change_nothing() {
     let redis = sluice_shared::redis::connect(&app.settings.redis)
         .await
         .unwrap();
-    let len: u64 = fred::prelude::StreamsInterface::xlen(&redis, &app.settings.redis.stream_key)
-        .await
-        .unwrap();
+    let len = sluice_testkit::stream::length(&redis, &app.settings.redis).await;
     assert_eq!(len, 0);
 }
 

@@ -7,3 +7,4 @@ mod helpers;
 mod ingest;
 mod memory;
 mod reliability;
+mod request_trace;

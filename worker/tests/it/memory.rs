@@ -1,5 +1,7 @@
-//! Memory a client can make the api and the worker spend: bounded by the bytes it sends, not by the
-//! shape of its JSON (issue 11, item 8). Peak resident memory is read from /proc, not timed.
+//! Memory a client can make the worker spend: bounded by the bytes it sends, not by the shape of
+//! its JSON (issue 11, item 8). The worker runs as its own process; its peak resident memory is
+//! read from /proc, not timed. The api's half, with the api as its own process, is in the api's
+//! tests (`api/tests/it/memory.rs`): measured here it was this test process, harness included.
 use std::io::Write;
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ fn nested_batch(events: usize, objects: usize, tag: &str) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
+async fn eight_concurrent_nested_batches_keep_the_worker_small() {
     let settings = test_settings();
     let app = spawn_app_with(Options {
         with_worker: false,
@@ -46,7 +48,10 @@ async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
     })
     .await;
     let mut worker = WorkerProcess::start(&app.settings, "memory", &[]);
-    println!("peak RSS after start: {} MiB", peak_rss_mib("self"));
+    println!(
+        "test process (the api in-process) peak RSS after start: {} MiB",
+        peak_rss_mib("self")
+    );
     let send = |body: Vec<u8>| {
         let app = &app;
         async move {
@@ -70,7 +75,7 @@ async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
         .collect();
     assert!(attack[0].len() < 20_000, "{} bytes", attack[0].len());
     println!(
-        "peak RSS with the bodies built: {} MiB",
+        "test process peak RSS with the bodies built: {} MiB",
         peak_rss_mib("self")
     );
     let replies = futures::future::join_all(attack.into_iter().map(send)).await;
@@ -84,7 +89,7 @@ async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
     }
 
     println!(
-        "peak RSS after the refused batches: {} MiB",
+        "test process peak RSS after the refused batches: {} MiB",
         peak_rss_mib("self")
     );
     // The most a request may hold and still be taken: 20 events of 4,900 objects (9,802 values
@@ -103,10 +108,8 @@ async fn eight_concurrent_nested_batches_keep_the_api_and_the_worker_small() {
         160
     );
 
-    let api_mib = peak_rss_mib("self");
     let worker_mib = peak_rss_mib(&worker.child.id().to_string());
-    println!("peak RSS: api (this test process) {api_mib} MiB, worker {worker_mib} MiB");
-    assert!(api_mib < 150, "api peak RSS {api_mib} MiB");
+    println!("peak RSS: worker {worker_mib} MiB");
     assert!(worker_mib < 200, "worker peak RSS {worker_mib} MiB");
     worker.kill9();
 }

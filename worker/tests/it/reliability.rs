@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use mongodb::bson::doc;
-use sluice_shared::testing::{sigterm, OwnMongo, OwnRedis};
+use sluice_store::{DeadLetter, DeadLetterReason};
+use sluice_testkit::servers::{sigterm, OwnMongo, OwnRedis};
 
 use crate::helpers::{
     event, eventually, ids, spawn_app_with, spawn_worker, test_settings, Options, TestApp,
@@ -245,6 +246,8 @@ async fn redis_killed_and_restarted_from_its_aof_keeps_every_202() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_with_its_reason_and_the_stream_keeps_flowing() {
     let mut settings = test_settings();
+    // One partition: the test reads and holds that stream by hand.
+    settings.redis.partitions = 1;
     settings.worker.claim_interval_ms = 200;
     settings.worker.claim_min_idle_ms = 1_000;
     let app = spawn_app_with(Options {
@@ -260,7 +263,8 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_stream_keeps_flowing() 
         .await
         .unwrap();
     let redis = app.redis().await;
-    let stream = app.settings.redis.stream_key.as_str();
+    let stream = app.settings.redis.layout().stream(0);
+    let stream = stream.as_str();
     let group = app.settings.redis.group.as_str();
 
     // 1. A malformed entry written straight to Redis.
@@ -328,7 +332,10 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_stream_keeps_flowing() 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(refused.get_str("reason").unwrap(), "write_rejected");
+    assert_eq!(
+        refused.get_str("reason").unwrap(),
+        DeadLetterReason::WriteRejected.as_str()
+    );
     assert_eq!(
         refused.get_str("accountId").unwrap(),
         app.account_id.to_string()
@@ -344,6 +351,10 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_stream_keeps_flowing() 
     for field in ["error", "streamId", "consumer"] {
         assert!(refused.get_str(field).is_ok(), "{field}");
     }
+    // Every reader deserializes the letters the worker wrote.
+    let typed: DeadLetter = mongodb::bson::from_document(refused.clone()).unwrap();
+    assert_eq!(typed.reason, DeadLetterReason::WriteRejected);
+    assert_eq!(typed.event_id.as_deref(), Some("refused"));
     assert!(refused.get_datetime("failedAt").is_ok());
     assert!(refused.get_i64("attempts").unwrap() >= 1);
 
@@ -352,10 +363,13 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_stream_keeps_flowing() 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(too_often.get_str("reason").unwrap(), "poison");
+    assert_eq!(
+        too_often.get_str("reason").unwrap(),
+        DeadLetterReason::Poison.as_str()
+    );
     assert!(too_often.get_i64("attempts").unwrap() > 5);
     let malformed = dlq
-        .find_one(doc! {"reason": "invalid"})
+        .find_one(doc! {"reason": DeadLetterReason::Invalid})
         .await
         .unwrap()
         .unwrap();
@@ -422,6 +436,8 @@ async fn sigterm_flushes_and_acknowledges_the_batch_in_hand_before_exit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothing() {
     let mut settings = test_settings();
+    // One partition: the test reads and holds that stream by hand.
+    settings.redis.partitions = 1;
     settings.worker.claim_interval_ms = 200;
     settings.worker.claim_min_idle_ms = 1_000;
     settings.worker.max_deliveries = 1;
@@ -434,10 +450,8 @@ async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothin
     // Three valid events become poison: read twice by a consumer that never acks.
     let accepted = app.produce(&ids("p", 3)).await;
     let redis = app.redis().await;
-    let (stream, group) = (
-        app.settings.redis.stream_key.as_str(),
-        app.settings.redis.group.as_str(),
-    );
+    let stream = app.settings.redis.layout().stream(0);
+    let (stream, group) = (stream.as_str(), app.settings.redis.group.as_str());
     let _: Value = redis
         .xreadgroup(group, "ghost", Some(10), None, false, stream, ">")
         .await
@@ -450,7 +464,7 @@ async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothin
     let dlq = app.dead_letters();
     assert!(
         eventually(Duration::from_secs(20), || async {
-            dlq.count_documents(doc! {"reason": "poison"})
+            dlq.count_documents(doc! {"reason": DeadLetterReason::Poison})
                 .await
                 .unwrap()
                 == 3
@@ -464,7 +478,11 @@ async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothin
             .args(["dlq", "replay"])
             .args(args)
             .env("SLUICE_REDIS__URL", &app.settings.redis.url)
-            .env("SLUICE_REDIS__STREAM_KEY", stream)
+            .env("SLUICE_REDIS__KEY_PREFIX", &app.settings.redis.key_prefix)
+            .env(
+                "SLUICE_REDIS__PARTITIONS",
+                app.settings.redis.partitions.to_string(),
+            )
             .env("SLUICE_MONGO__URL", &app.settings.mongo.url)
             .env("SLUICE_MONGO__DATABASE", &app.settings.mongo.database)
             .output()
@@ -477,7 +495,8 @@ async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothin
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let account = app.account_id.to_string();
-    let first = replay(&["--reason", "poison", "--account", &account]);
+    let poison = DeadLetterReason::Poison.as_str();
+    let first = replay(&["--reason", poison, "--account", &account]);
     assert_eq!(first["replayed"], 3);
     assert_eq!(
         app.wait_for_events(doc! {}, 3, Duration::from_secs(20))
@@ -485,7 +504,7 @@ async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothin
         3
     );
     assert_exactly_once(&app, &accepted).await;
-    let second = replay(&["--reason", "poison"]);
+    let second = replay(&["--reason", poison]);
     assert_eq!(second["replayed"], 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.count_events(doc! {}).await, 3);
@@ -500,6 +519,8 @@ async fn replaying_dead_letters_stores_them_once_and_a_second_replay_adds_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_keeps_every_unacknowledged_entry_and_stale_consumers_go() {
     let mut settings = test_settings();
+    // One partition: the test reads and holds that stream by hand.
+    settings.redis.partitions = 1;
     settings.worker.stale_consumer_idle_ms = 0;
     let app = spawn_app_with(Options {
         with_worker: false,
@@ -509,10 +530,11 @@ async fn trimming_keeps_every_unacknowledged_entry_and_stale_consumers_go() {
     .await;
     let redis = app.redis().await;
     let (stream, group) = (
-        app.settings.redis.stream_key.clone(),
+        app.settings.redis.layout().stream(0),
         app.settings.redis.group.clone(),
     );
-    app.produce(&ids("before", 500)).await;
+    // One event per request: one entry per event, so entries are counted here.
+    app.produce_singly(&ids("before", 500)).await;
     let first_worker = spawn_worker(&app.settings).await;
     assert_eq!(
         app.wait_for_events(doc! {}, 500, Duration::from_secs(20))
@@ -522,7 +544,7 @@ async fn trimming_keeps_every_unacknowledged_entry_and_stale_consumers_go() {
     drop(first_worker);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // A consumer takes five entries and holds them unacknowledged.
-    app.produce(&ids("held", 5)).await;
+    app.produce_singly(&ids("held", 5)).await;
     let _: Value = redis
         .xreadgroup(
             group.as_str(),
@@ -535,7 +557,7 @@ async fn trimming_keeps_every_unacknowledged_entry_and_stale_consumers_go() {
         )
         .await
         .unwrap();
-    app.produce(&ids("after", 50)).await;
+    app.produce_singly(&ids("after", 50)).await;
     let _worker = spawn_worker(&app.settings).await;
     assert!(
         eventually(Duration::from_secs(20), || async {

@@ -1,0 +1,31 @@
+//! What the SDK intakes (`segment.rs`, `posthog.rs`) share once they have mapped a request's
+//! messages onto events: the account's tracking plan, then the one enqueue.
+use sluice_http::ApiError;
+use sluice_shared::event::QueuedEvent;
+
+use crate::ingest::{BatchReply, BatchStatus, JudgedBatch};
+use crate::state::AppState;
+
+/// Queues the valid ones of `items` (the rest are reported as rejected), all or nothing per
+/// partition as Sluice's own batches are, after the account's tracking plan judged them; the
+/// status follows the batch rule of the contract.
+pub async fn queue(
+    state: &AppState,
+    account: uuid::Uuid,
+    items: Vec<Result<QueuedEvent, ApiError>>,
+    request_id: &str,
+) -> Result<(BatchStatus, BatchReply), ApiError> {
+    let mut judged = JudgedBatch::from_items(items);
+    let plan = state.plans.get(&state.pool, account).await;
+    judged.apply_plan(&plan);
+    let outcomes = if judged.events.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .enqueuer
+            .enqueue(&judged.events, request_id)
+            .await
+            .map_err(ApiError::QueueUnavailable)?
+    };
+    Ok(judged.reply(outcomes))
+}

@@ -1,0 +1,38 @@
+//! The page cursor of every paged endpoint: `{millis}:{id}`, the sort position of the last item
+//! of the previous page. Parsing is strict and pure; a cursor no service returned is a 400.
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// What [`Cursor::parse`] accepts, as the OpenAPI document declares it.
+pub const CURSOR_PATTERN: &str = r"^-?[0-9]{1,18}:[\s\S]{1,300}$";
+
+/// A page cursor: the sort position (`{millis}:{id}`) of the last item of the previous page, on every paged endpoint (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Cursor {
+    pub millis: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.millis, self.id)
+    }
+
+    /// Accepts exactly [`CURSOR_PATTERN`]: `-?` and 1 to 18 digits, `:`, 1 to 300 characters.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::invalid_request("/before", "not a cursor this service returned");
+        let (millis, id) = raw.split_once(':').ok_or_else(bad)?;
+        let digits = millis.strip_prefix('-').unwrap_or(millis);
+        if !(1..=18).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        if !(1..=300).contains(&id.chars().count()) {
+            return Err(bad());
+        }
+        Ok(Cursor {
+            millis: millis.parse().map_err(|_| bad())?,
+            id: id.to_owned(),
+        })
+    }
+}
