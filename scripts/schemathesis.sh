@@ -93,6 +93,20 @@ checks.negative_data_rejection.expected-statuses = ["200", "202", "400", "401", 
 include-path-regex = "^/api/v1/sources"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "429", "5xx"]
 
+# A rule names channels of its own account, and `where` holds only strings, numbers, booleans or
+# null: rules across resources and on a free-form map's values, which OpenAPI cannot state; the
+# document says them in words and declares the 400. A channel's URL must be http(s) with a host.
+[[operations]]
+include-path-regex = "^/api/v1/(rules|channels)"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "429", "5xx"]
+
+# The live WebSocket: a plain GET is no upgrade (400), and its credential is a ticket or a JWT in
+# `Sec-WebSocket-Protocol`, which OpenAPI cannot declare as a scheme (401 without one).
+[[operations]]
+include-path = "/api/v1/live"
+checks.positive_data_acceptance.expected-statuses = ["101", "400", "401", "5xx"]
+checks.negative_data_rejection.expected-statuses = ["400", "401", "5xx"]
+
 # The SDK intakes (Segment, PostHog) judge each message on its own as the batch endpoint does, and
 # read what their SDKs send however it is typed (a numeric userId, unknown fields): their success
 # is 200. PostHog's key travels in the body, where OpenAPI cannot declare it as a scheme, so a

@@ -12,6 +12,7 @@ pub mod event_queries;
 pub mod ingest;
 pub mod key_cache;
 pub mod limits;
+pub mod live_hub;
 pub mod openapi;
 pub mod plans;
 pub mod replays;

@@ -12,7 +12,8 @@ use sluice_shared::config::Settings;
 use sluice_shared::jwt::Jwt;
 
 use crate::routes::{
-    auth, dlq, docs, events, keys, posthog, quarantine, schemas, segment, sources, webhooks,
+    anomalies, auth, channels, dlq, docs, events, keys, live, posthog, quarantine, rules, schemas,
+    segment, sources, webhooks,
 };
 use crate::state::{AppState, Connections};
 
@@ -116,6 +117,49 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ],
     ))
     .service(at(
+        "/api/v1/rules",
+        vec![
+            (Method::POST, web::to(rules::create)),
+            (Method::GET, web::to(rules::list)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/rules/{id}",
+        vec![
+            (Method::GET, web::to(rules::get_one)),
+            (Method::PUT, web::to(rules::replace)),
+            (Method::PATCH, web::to(rules::patch)),
+            (Method::DELETE, web::to(rules::delete)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/anomalies",
+        vec![(Method::GET, web::to(anomalies::list))],
+    ))
+    .service(at(
+        "/api/v1/anomalies/{id}",
+        vec![(Method::GET, web::to(anomalies::get_one))],
+    ))
+    .service(at(
+        "/api/v1/channels",
+        vec![
+            (Method::POST, web::to(channels::create)),
+            (Method::GET, web::to(channels::list)),
+        ],
+    ))
+    .service(at(
+        "/api/v1/channels/{id}",
+        vec![(Method::DELETE, web::to(channels::delete))],
+    ))
+    .service(at(
+        "/api/v1/live/ticket",
+        vec![(Method::POST, web::to(live::ticket))],
+    ))
+    .service(at(
+        "/api/v1/live",
+        vec![(Method::GET, web::to(live::connect))],
+    ))
+    .service(at(
         "/api/v1/webhooks/{id}",
         vec![(Method::POST, web::to(webhooks::deliver))],
     ));
@@ -167,7 +211,16 @@ impl Application {
         let connections = service.while_starting(Connections::open(&settings)).await?;
         let state = web::Data::new(AppState::new(settings, jwt, &connections)?);
         let mut running = service.serve(serve_options(&state), with_state(state.clone()))?;
-        let loops = spawn_loops(&state, connections.revocations, running.lifecycle());
+        let mut loops = spawn_loops(&state, connections.revocations, running.lifecycle());
+        let refresh = Duration::from_secs(10);
+        loops.push(crate::live_hub::spawn(
+            state.live.clone(),
+            connections.live,
+            state.redis.clone(),
+            state.settings.redis.key_prefix.clone(),
+            refresh,
+            running.lifecycle().heart("live_hub", refresh * 3),
+        ));
         running.adopt(loops);
         Ok(Self { running })
     }

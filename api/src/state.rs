@@ -37,6 +37,8 @@ pub struct AppState {
     pub sources: SourceCache,
     /// Tracking plans, as ingest judges events by them.
     pub plans: PlanCache,
+    /// This instance's live WebSocket clients, by account.
+    pub live: Arc<crate::live_hub::LiveHub>,
     /// Bodies being read before their key is known (the SDK intakes' key travels in the body).
     pub unauthenticated_reads: Arc<tokio::sync::Semaphore>,
 }
@@ -46,6 +48,8 @@ pub struct Connections {
     pub redis: Client,
     /// Subscribed to key revocations.
     pub revocations: SubscriberClient,
+    /// Subscribed to the live channel (anomalies, tailed events).
+    pub live: SubscriberClient,
     /// PostgreSQL, connected on first use: the api starts (and says so in `/api/health`) without it.
     pub pool: PgPool,
     pub enqueuer: Enqueuer,
@@ -75,6 +79,7 @@ impl Connections {
         backlog.set(Some(crate::backlog::read(&redis, r).await?));
         Ok(Self {
             revocations: crate::revocation::subscribe(&settings.redis).await?,
+            live: crate::live_hub::subscribe(&settings.redis).await?,
             pool: store::pool(&settings.postgres)?,
             mongo: sluice_store::connect(&settings.mongo, "sluice-api").await?,
             redis,
@@ -105,6 +110,9 @@ impl AppState {
             mongo: connections.mongo.clone(),
             sources: SourceCache::new(Duration::from_millis(settings.sources.source_cache_ttl_ms)),
             plans: PlanCache::new(Duration::from_secs(settings.schemas.refresh_secs.max(1))),
+            live: Arc::new(crate::live_hub::LiveHub::new(
+                settings.rules.live_client_buffer,
+            )),
             unauthenticated_reads: Arc::new(tokio::sync::Semaphore::new(
                 settings.sources.max_unauthenticated_reads,
             )),

@@ -43,6 +43,13 @@ pub enum ApiError {
     TooManySources(i64),
     #[error("an account may publish at most {0} schema versions")]
     TooManySchemas(i64),
+    #[error("an account may hold at most {0} rules; delete one first")]
+    TooManyRules(i64),
+    #[error("an account may hold at most {0} channels; delete one first")]
+    TooManyChannels(i64),
+    /// A read-modify-write lost to a concurrent change.
+    #[error("{0}")]
+    EditConflict(String),
     #[error("{0}")]
     NotFound(String),
     /// A known path asked with a method it does not serve; `allow` lists those it serves.
@@ -125,6 +132,9 @@ impl ApiError {
             E::TooManyKeys(_) => ("too_many_keys", S::CONFLICT, None),
             E::TooManySources(_) => ("too_many_sources", S::CONFLICT, None),
             E::TooManySchemas(_) => ("too_many_schemas", S::CONFLICT, None),
+            E::TooManyRules(_) => ("too_many_rules", S::CONFLICT, None),
+            E::TooManyChannels(_) => ("too_many_channels", S::CONFLICT, None),
+            E::EditConflict(_) => ("edit_conflict", S::CONFLICT, None),
             E::NotFound(_) => ("not_found", S::NOT_FOUND, None),
             E::MethodNotAllowed { .. } => ("method_not_allowed", S::METHOD_NOT_ALLOWED, None),
             E::AlreadyReplayed(_) => ("already_replayed", S::CONFLICT, None),

@@ -7,6 +7,8 @@
   const flash = document.getElementById("flash");
   const TOKEN = "sluice.token";
   let timers = [];
+  // What a page undoes when it is left (the Live page's WebSocket and its reconnect timers).
+  let cleanups = [];
 
   // ---- helpers ---------------------------------------------------------------------------------
   function h(tag, attrs, ...children) {
@@ -865,12 +867,354 @@
     await guard(async () => { applied = read(); await pages.first(); })();
   }
 
+  // ---- rules, anomalies, live ------------------------------------------------------------------
+  // Rules turn the account's events into anomalies: a count in a sliding window (threshold) or a
+  // spike or drop against a baseline (z-score). Workers judge them once a batch is stored; the
+  // anomalies are listed newest first and pushed to the Live page over a WebSocket.
+  const SEVERITIES = ["critical", "warning", "info"];
+  const OPERATORS = [">", ">=", "<", "<=", "==", "!="];
+  const DIRECTIONS = { up: "a spike", down: "a drop", both: "a spike or a drop" };
+  // A severity as a badge; its colour comes from the class, for the three severities there are.
+  const severityBadge = (s) => h("span", { class: "sev sev-" + (SEVERITIES.includes(s) ? s : "other") }, s);
+  const secs = (n) => (n == null ? "—" : n && n % 3600 === 0 ? fmt(n / 3600) + " h" : n % 60 === 0 && n >= 120 ? fmt(n / 60) + " min" : fmt(n) + " s");
+  // A condition in words: “count of “checkout” events where plan = "pro" in 1 min >= 100”.
+  function conditionText(c) {
+    if (!c) return "—";
+    const what = c.eventType ? `“${c.eventType}” events` : "events of every type";
+    const where = Object.entries(c.where || {}).map(([k, v]) => `${k} = ${JSON.stringify(v)}`);
+    const filter = where.length ? " where " + where.join(" and ") : "";
+    if (c.type === "threshold") return `count of ${what}${filter} in ${secs(c.windowSeconds)} ${c.operator} ${fmt(c.value)}`;
+    if (c.type === "zscore") {
+      return `${what}${filter} per ${secs(c.bucketSeconds)}: ${DIRECTIONS[c.direction] || c.direction} of ${fmt(c.threshold)} σ or more ` +
+        `against the ${fmt(c.baselineBuckets)} buckets before`;
+    }
+    return JSON.stringify(c);
+  }
+  // One anomaly of a timeline (the Anomalies and Live pages): severity, rule, message and figures.
+  function anomalyItem(a) {
+    const figures = ["observed " + fmt(a.observed), (a.kind === "zscore" ? "threshold " + fmt(a.threshold) + " σ" : "threshold " + fmt(a.threshold))];
+    if (a.zscore != null) figures.push("z = " + fmt(a.zscore), "mean " + fmt(a.mean), "σ " + fmt(a.stddev));
+    if (a.window) figures.push("window " + when(a.window.from) + " – " + when(a.window.to));
+    return h("li", { class: "anomaly sev-" + (SEVERITIES.includes(a.severity) ? a.severity : "other"), "data-anomaly-id": a.id, "data-rule-id": a.ruleId, "data-severity": a.severity },
+      h("div", { class: "anomaly-head" }, severityBadge(a.severity), " ", h("strong", { class: "rule-name" }, a.ruleName), " ",
+        h("time", { class: "muted", datetime: a.detectedAt }, when(a.detectedAt))),
+      h("div", { class: "anomaly-message" }, a.message),
+      h("div", { class: "muted anomaly-figures" }, figures.join(" · ")),
+      a.sampleEventIds && a.sampleEventIds.length
+        ? h("div", { class: "muted anomaly-samples" }, "sample events: ", a.sampleEventIds.flatMap((id, i) => [i ? ", " : null, h("code", {}, id)]))
+        : null);
+  }
+
+  async function rulesPage() {
+    const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const load = async () => {
+      const { rules } = await api("GET", "/api/v1/rules");
+      if (!rules.length) {
+        list.replaceChildren(h("p", { class: "muted", id: "rules-empty" }, "No rules yet: create one below."));
+        return;
+      }
+      list.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "rules" },
+        h("tr", {}, ["Name", "Condition", "Severity", "Cooldown", "Enabled", ""].map((t) => h("th", {}, t))),
+        rules.map((r) => h("tr", { "data-rule-id": r.id, "data-enabled": String(r.enabled) },
+          h("td", {}, h("div", { class: "rule-name" }, r.name), h("div", { class: "muted" }, "v" + r.version + " · updated " + when(r.updatedAt))),
+          h("td", { class: "condition" }, conditionText(r.condition)),
+          h("td", { class: "severity" }, severityBadge(r.severity)),
+          h("td", { class: "cooldown" }, secs(r.cooldownSeconds)),
+          h("td", { class: "enabled" }, h("label", { class: "toggle" },
+            h("input", { type: "checkbox", class: "enabled", checked: !!r.enabled, "aria-label": "Enabled: " + r.name, onchange: guard(async (ev) => {
+              const on = ev.target.checked;
+              ev.target.disabled = true;
+              try {
+                await api("PATCH", "/api/v1/rules/" + encodeURIComponent(r.id), { enabled: on });
+                say(`“${r.name}” is ${on ? "enabled: workers judge it again" : "disabled: workers stop judging it"} within a second.`, true);
+              } finally {
+                // The list as stored, also when the change was refused (a 409 when it changed meanwhile).
+                await load();
+              }
+            }) }),
+            h("span", { class: "state" }, r.enabled ? "on" : "off"))),
+          h("td", { class: "actions" },
+            h("a", { href: "#/anomalies/" + encodeURIComponent(r.id) }, "Anomalies"), " ",
+            h("button", { type: "button", class: "danger delete", onclick: guard(async () => {
+              if (!confirm(`Delete the rule “${r.name}”? Workers stop judging it within a second; the anomalies it raised stay listed.`)) return;
+              await api("DELETE", "/api/v1/rules/" + encodeURIComponent(r.id));
+              await load();
+              say(`Rule “${r.name}” deleted.`, true);
+            }) }, "Delete")))))));
+    };
+
+    // ---- a new rule
+    const num = (id, attrs) => h("input", { id, type: "number", required: true, ...attrs });
+    const options = (values, current, label) => values.map((v) => h("option", { value: v, selected: v === current }, label ? label(v) : v));
+    const name = h("input", { id: "rule-name", required: true, maxlength: 100, placeholder: "checkout spike" });
+    const severity = h("select", { id: "rule-severity" }, options(SEVERITIES, "warning"));
+    const kind = h("select", { id: "rule-type" },
+      h("option", { value: "threshold" }, "threshold: a count in a window"),
+      h("option", { value: "zscore" }, "z-score: a spike or drop against a baseline"));
+    const eventType = h("input", { id: "rule-event-type", maxlength: 200, placeholder: "every type", "aria-describedby": "rule-event-type-hint" });
+    const windowSeconds = num("rule-window", { min: 1, max: 86400, value: 60 });
+    const operator = h("select", { id: "rule-operator" }, options(OPERATORS, ">="));
+    const value = num("rule-value", { min: 0, max: 1000000000, step: "any", value: 100 });
+    const bucketSeconds = num("rule-bucket", { min: 1, max: 86400, value: 60 });
+    const baselineBuckets = num("rule-baseline", { min: 2, max: 100, value: 10 });
+    const zThreshold = num("rule-threshold", { min: 0, max: 100, step: "any", value: 3, "aria-describedby": "rule-threshold-hint" });
+    const direction = h("select", { id: "rule-direction" }, options(Object.keys(DIRECTIONS), "up", (d) => d + " (" + DIRECTIONS[d] + ")"));
+    const cooldown = num("rule-cooldown", { min: 0, max: 604800, value: 300, "aria-describedby": "rule-cooldown-hint" });
+    const enabled = h("input", { id: "rule-enabled", type: "checkbox", checked: true });
+    const field = (label, input, hint, id) => h("div", {}, h("label", { for: input.id }, label), input, hint ? h("div", { class: "muted hint", id }, hint) : null);
+    // The fields of the other condition type are hidden and disabled (so never checked by the browser).
+    const thresholdFields = h("fieldset", { id: "threshold-fields" }, h("legend", {}, "Threshold"),
+      h("div", { class: "inline" }, field("Window (seconds, 1–86,400)", windowSeconds), field("Operator", operator), field("Value (0–10⁹)", value)),
+      h("p", { class: "muted hint" }, "Fires when the count of matching events in the sliding window starts to satisfy the operator; again only once it stopped and the cooldown passed."));
+    const zFields = h("fieldset", { id: "zscore-fields" }, h("legend", {}, "Z-score"),
+      h("div", { class: "inline" }, field("Bucket (seconds, 1–86,400)", bucketSeconds), field("Baseline buckets (2–100)", baselineBuckets),
+        field("Threshold (σ, above 0, at most 100)", zThreshold), field("Direction", direction)),
+      h("p", { class: "muted hint", id: "rule-threshold-hint" }, "A bucket's count is judged against the mean and standard deviation of the buckets before it. A new rule first sees a whole baseline."));
+    const onKind = () => {
+      thresholdFields.hidden = thresholdFields.disabled = kind.value !== "threshold";
+      zFields.hidden = zFields.disabled = kind.value !== "zscore";
+    };
+    kind.addEventListener("change", onKind);
+    onKind();
+    const read = () => {
+      const n = (input) => Number(input.value);
+      const condition = kind.value === "threshold"
+        ? { type: "threshold", eventType: eventType.value || undefined, windowSeconds: n(windowSeconds), operator: operator.value, value: n(value) }
+        : { type: "zscore", eventType: eventType.value || undefined, bucketSeconds: n(bucketSeconds), baselineBuckets: n(baselineBuckets),
+          threshold: n(zThreshold), direction: direction.value };
+      return { name: name.value, enabled: enabled.checked, severity: severity.value, cooldownSeconds: n(cooldown), condition };
+    };
+    const form = h("form", { class: "card", id: "new-rule", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      const r = await api("POST", "/api/v1/rules", read());
+      name.value = "";
+      await load();
+      say(`Rule “${r.name}” created` + (r.enabled ? ": workers judge it within a second." : ", disabled."), true);
+    }) },
+      h("div", { class: "inline" },
+        field("Name", name), field("Severity", severity), field("Condition", kind),
+        field("Event type (optional)", eventType, "matched verbatim; every type when empty", "rule-event-type-hint")),
+      thresholdFields, zFields,
+      h("div", { class: "inline" },
+        field("Cooldown (seconds, 0–604,800)", cooldown, "how long it stays quiet after it fired", "rule-cooldown-hint"),
+        h("div", {}, h("label", { class: "check" }, enabled, " Enabled")),
+        h("button", { type: "submit", id: "create-rule" }, "Create rule")));
+
+    render("Rules",
+      h("p", {}, "A rule raises an anomaly when the account's events meet its condition; workers judge it as events are stored. Raised anomalies are in ",
+        h("a", { href: "#/anomalies" }, "Anomalies"), " and arrive on the ", h("a", { href: "#/live" }, "Live"), " page as they happen."),
+      list, h("h2", {}, "Create a rule"), form);
+    await guard(load)();
+  }
+
+  // Anomalies: what the rules raised, newest first, by severity (and rule, from the Rules page).
+  async function anomaliesPage(ruleId) {
+    const severity = h("select", { id: "a-severity" }, ["", ...SEVERITIES].map((s) => h("option", { value: s }, s || "every severity")));
+    const limit = h("input", { id: "a-limit", type: "number", min: 1, max: 500, value: 50 });
+    const items = h("ol", { class: "timeline", id: "anomalies" });
+    const list = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    let cursor, applied = {}, asked = 0;
+    const more = h("button", { type: "button", class: "secondary", id: "anomalies-more", hidden: true, onclick: guard(() => page(false)) }, "Load older anomalies");
+    const read = () => ({ severity: severity.value, ruleId, limit: limit.value });
+    const page = async (fresh) => {
+      // Only the answer to the latest question is shown (a filter changed while one was on its way).
+      const mine = ++asked;
+      const r = await api("GET", query("/api/v1/anomalies", { ...applied, before: fresh ? undefined : cursor }));
+      if (mine !== asked) return;
+      if (fresh) items.replaceChildren();
+      r.anomalies.forEach((a) => items.append(anomalyItem(a)));
+      cursor = r.nextBefore;
+      more.hidden = !cursor;
+      list.replaceChildren(items.children.length ? items : h("p", { class: "muted", id: "anomalies-empty" },
+        applied.severity || ruleId ? "No anomalies match." : "No anomalies yet: a rule raises one when its condition starts to hold."));
+    };
+    const form = h("form", { class: "inline card", id: "anomalies-filter", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      applied = read();
+      await page(true);
+    }) },
+      h("div", {}, h("label", { for: "a-severity" }, "Severity"), severity),
+      h("div", {}, h("label", { for: "a-limit" }, "Per page"), limit),
+      h("button", { type: "submit" }, "Show"));
+    severity.addEventListener("change", () => form.requestSubmit());
+    render("Anomalies",
+      h("p", { class: "muted" }, "What your ", h("a", { href: "#/rules" }, "rules"), " raised, newest first. The ",
+        h("a", { href: "#/live" }, "Live"), " page shows them as they happen."),
+      ...(ruleId ? [h("p", { id: "anomalies-rule" }, "Only the anomalies of one rule. ", h("a", { href: "#/anomalies" }, "Show every rule's"))] : []),
+      form, list, more);
+    await guard(async () => { applied = read(); await page(true); })();
+  }
+
+  // Live: a WebSocket to /api/v1/live (the token in its subprotocols, never in the URL) with the
+  // anomalies as they are raised and, when asked, a sampled tail of the stored events. It
+  // reconnects by itself with a growing delay; leaving the page closes it. Nothing is polled.
+  async function livePage() {
+    const MAX_SHOWN = 200;
+    let ws = null, left = false, attempt = 0, retry = null, countdown = null, downSince = null, skipped = 0;
+    const stateText = h("span", { id: "live-state-text" }, "Connecting…");
+    const reconnectNow = h("button", { type: "button", class: "secondary", id: "live-reconnect", hidden: true, onclick: () => { stop(); connect(); } }, "Reconnect now");
+    const state = h("div", { class: "card conn", id: "live-state", role: "status", "data-state": "connecting" },
+      h("span", { class: "dot", "aria-hidden": "true" }), " ", stateText, " ", reconnectNow);
+    const setState = (s, text) => {
+      state.dataset.state = s;
+      stateText.textContent = text;
+      reconnectNow.hidden = s !== "disconnected";
+    };
+    const feed = h("ol", { class: "timeline", id: "live-anomalies", "aria-live": "polite", "aria-relevant": "additions" });
+    const feedEmpty = h("p", { class: "muted", id: "live-anomalies-empty" }, "No anomaly since this page was opened. Earlier ones are in ",
+      h("a", { href: "#/anomalies" }, "Anomalies"), ".");
+    const shown = new Set();
+    const addAnomaly = (a) => {
+      if (!a || shown.has(a.id)) return;
+      shown.add(a.id);
+      const t = Date.parse(a.detectedAt) || 0;
+      const li = anomalyItem(a);
+      li.dataset.t = String(t);
+      // Newest first: a live one goes on top; one fetched after a reconnect, in its place.
+      feed.insertBefore(li, [...feed.children].find((c) => Number(c.dataset.t) < t) || null);
+      while (feed.children.length > MAX_SHOWN) {
+        shown.delete(feed.lastElementChild.dataset.anomalyId);
+        feed.lastElementChild.remove();
+      }
+      feedEmpty.hidden = true;
+    };
+
+    // ---- the event tail
+    const tailOn = h("input", { type: "checkbox", id: "live-tail" });
+    const tailType = h("input", { id: "live-tail-type", maxlength: 200, placeholder: "every type" });
+    const tailState = h("span", { class: "muted", id: "live-tail-state" }, "Not tailing.");
+    const skippedOut = h("span", { id: "live-skipped" }, "0");
+    const tailRows = h("tbody");
+    const tailBox = h("div", { id: "live-tail-box", hidden: true },
+      h("p", { class: "muted" }, "Sampled: at most 20 events a second are shown; ", h("strong", {}, skippedOut), " more were skipped."),
+      h("div", { class: "table-wrap" }, h("table", { id: "live-events" },
+        h("thead", {}, h("tr", {}, ["time", "type", "user", "eventId"].map((t) => h("th", {}, t)))), tailRows)));
+    const open = () => ws && ws.readyState === WebSocket.OPEN;
+    const subscribe = () => {
+      if (!open()) return;
+      const m = { subscribe: "events" };
+      if (tailType.value) m.eventType = tailType.value;
+      tailRows.replaceChildren();
+      skipped = 0;
+      skippedOut.textContent = "0";
+      tailState.textContent = "Subscribing…";
+      ws.send(JSON.stringify(m));
+    };
+    const unsubscribe = () => {
+      tailState.textContent = "Not tailing.";
+      if (open()) ws.send(JSON.stringify({ unsubscribe: "events" }));
+    };
+    tailOn.addEventListener("change", () => {
+      tailBox.hidden = !tailOn.checked;
+      if (tailOn.checked) subscribe(); else unsubscribe();
+    });
+    const tailForm = h("form", { class: "inline card", id: "live-tail-form", onsubmit: (ev) => {
+      ev.preventDefault();
+      if (!tailOn.checked) { tailOn.checked = true; tailBox.hidden = false; }
+      subscribe();
+    } },
+      h("div", {}, h("label", { class: "check" }, tailOn, " Show the event tail")),
+      h("div", {}, h("label", { for: "live-tail-type" }, "Event type"), tailType),
+      h("button", { type: "submit", class: "secondary" }, "Apply"),
+      tailState);
+    const addEvent = (e) => {
+      if (!e) return;
+      tailRows.prepend(h("tr", { "data-event-id": e.eventId },
+        h("td", {}, when(e.timestamp)), h("td", {}, h("code", {}, e.eventType)), h("td", {}, e.userId), h("td", {}, h("code", {}, e.eventId))));
+      while (tailRows.children.length > MAX_SHOWN) tailRows.lastElementChild.remove();
+    };
+
+    // ---- the socket
+    const handle = (data) => {
+      let m;
+      try { m = JSON.parse(data); } catch (e) { return; }
+      if (!m || typeof m !== "object") return;
+      if (m.type === "anomaly") addAnomaly(m.anomaly);
+      else if (m.type === "event") addEvent(m.event);
+      else if (m.type === "skipped") { skipped += Number(m.count) || 0; skippedOut.textContent = fmt(skipped); }
+      else if (m.type === "subscribed") tailState.textContent = "Tailing " + (m.eventType ? `“${m.eventType}” events.` : "events of every type.");
+      else if (m.type === "unsubscribed") tailState.textContent = "Not tailing.";
+      else if (m.type === "error") say("The live feed: " + m.message);
+    };
+    // Anomalies raised while the socket was down (after a reconnect): asked for once, not polled.
+    const catchUp = async (since) => {
+      try {
+        const r = await api("GET", query("/api/v1/anomalies", { since: new Date(since.getTime() - 60_000).toISOString(), limit: 100 }));
+        if (!left) r.anomalies.forEach(addAnomaly);
+      } catch (e) { say("Anomalies raised while disconnected cannot be shown: " + e.message); }
+    };
+    const stop = () => {
+      clearTimeout(retry);
+      clearInterval(countdown);
+      retry = countdown = null;
+    };
+    const schedule = (why) => {
+      // 1, 2, 4, … 30 s, each ±25 %, so many dashboards do not come back at the same moment.
+      const delay = Math.min(30, 2 ** Math.min(attempt, 5)) * (0.75 + Math.random() * 0.5);
+      attempt++;
+      let secsLeft = Math.ceil(delay);
+      const show = () => setState("disconnected", `Disconnected${why ? " (" + why + ")" : ""}: reconnecting in ${secsLeft} s.`);
+      show();
+      countdown = setInterval(() => { secsLeft = Math.max(0, secsLeft - 1); show(); }, 1000);
+      retry = setTimeout(() => { stop(); connect(); }, delay * 1000);
+    };
+    function connect() {
+      if (left) return;
+      const token = sessionStorage.getItem(TOKEN);
+      if (!token) { location.hash = "#/login"; return; }
+      setState("connecting", attempt ? "Reconnecting…" : "Connecting…");
+      const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/live";
+      let sock, opened = false;
+      try {
+        sock = new WebSocket(url, ["sluice.live", "bearer." + token]);
+      } catch (e) {
+        schedule(e.message);
+        return;
+      }
+      ws = sock;
+      sock.addEventListener("open", () => {
+        if (sock !== ws) return;
+        opened = true;
+        attempt = 0;
+        setState("connected", "Connected: anomalies appear here as they are raised.");
+        if (tailOn.checked) subscribe();
+        if (downSince) { const since = downSince; downSince = null; catchUp(since); }
+      });
+      sock.addEventListener("message", (ev) => { if (sock === ws) handle(ev.data); });
+      sock.addEventListener("close", (ev) => {
+        if (sock !== ws) return;
+        ws = null;
+        if (left) return;
+        if (tailOn.checked) tailState.textContent = "Tailing again once reconnected.";
+        if (opened && !downSince) downSince = new Date();
+        // A handshake refused from the start may be an ended session: asking the api shows the
+        // login page then (a 401); any other answer leaves the reconnects to go on.
+        if (!opened) api("GET", "/api/v1/auth/me").catch(() => {});
+        schedule(ev.reason || (opened ? "" : "cannot connect"));
+      });
+    }
+    cleanups.push(() => {
+      left = true;
+      stop();
+      if (ws) { const s = ws; ws = null; s.close(1000, "left the page"); }
+    });
+
+    render("Live",
+      h("p", { class: "muted" }, "Anomalies of your ", h("a", { href: "#/rules" }, "rules"), " as they are raised, and on request the events as they are stored."),
+      state,
+      h("h2", {}, "Anomalies"), feedEmpty, feed,
+      h("h2", {}, "Event tail"), tailForm, tailBox);
+    connect();
+  }
+
   // ---- routing ---------------------------------------------------------------------------------
   const routes = { "/overview": overviewPage, "/keys": keysPage, "/sources": sourcesPage, "/plan": planPage, "/quarantine": quarantinePage,
-    "/events": eventsPage, "/pipeline": pipelinePage, "/dlq": dlqPage, "/users": usersPage };
+    "/events": eventsPage, "/pipeline": pipelinePage, "/dlq": dlqPage, "/users": usersPage,
+    "/rules": rulesPage, "/anomalies": anomaliesPage, "/live": livePage };
   async function route() {
     timers.forEach(clearInterval);
     timers = [];
+    cleanups.splice(0).forEach((f) => { try { f(); } catch (e) { /* the page is gone either way */ } });
     const hash = location.hash.replace(/^#/, "") || "/overview";
     const loggedIn = !!sessionStorage.getItem(TOKEN);
     nav.hidden = !loggedIn;

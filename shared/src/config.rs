@@ -18,6 +18,56 @@ pub struct Settings {
     pub analytics: AnalyticsSettings,
     pub sources: SourcesSettings,
     pub schemas: SchemasSettings,
+    pub rules: RulesSettings,
+}
+
+/// Rules, anomalies, channels and the live WebSocket (docs/RULES.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RulesSettings {
+    /// Rules one account may hold.
+    pub max_per_account: u64,
+    /// How often a worker reads every rule again, announcements aside (a missed one heals).
+    pub reload_secs: u64,
+    /// How often a worker judges the conditions that can hold on absence, and reads which
+    /// accounts are tailed.
+    pub tick_ms: u64,
+    /// Batches of stored events waiting for evaluation in a worker; more are not counted by rules.
+    pub queue_batches: usize,
+    /// Tail events a live client receives a second at most; the rest are counted as skipped.
+    pub live_events_per_sec: u32,
+    /// Messages waiting per live client; a client that lets more pile up is dropped.
+    pub live_client_buffer: usize,
+    /// Seconds between pings to a live client (silent for three, it is closed).
+    pub live_ping_secs: u64,
+    /// Attempts to deliver an anomaly to a channel before it is recorded as failed.
+    pub delivery_max_attempts: u32,
+    /// The first retry's wait; it doubles up to `delivery_backoff_cap_ms`.
+    pub delivery_backoff_ms: u64,
+    pub delivery_backoff_cap_ms: u64,
+    /// The longest `Retry-After` (a 429's) honoured as given.
+    pub delivery_max_retry_after_secs: u64,
+    /// How long one delivery may take.
+    pub delivery_timeout_ms: u64,
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        Self {
+            max_per_account: 100,
+            reload_secs: 30,
+            tick_ms: 1_000,
+            queue_batches: 1_000,
+            live_events_per_sec: 20,
+            live_client_buffer: 256,
+            live_ping_secs: 15,
+            delivery_max_attempts: 8,
+            delivery_backoff_ms: 1_000,
+            delivery_backoff_cap_ms: 60_000,
+            delivery_max_retry_after_secs: 300,
+            delivery_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Tracking plans (docs/TRACKING_PLANS.md).

@@ -64,6 +64,8 @@ pub struct Consumer {
     per_entry: std::sync::atomic::AtomicUsize,
     /// Of MongoDB writes (until they are answered or shutdown comes), and of reads.
     retry: RetryPolicy,
+    /// Where newly stored events go for rule evaluation and the live tail (off the write path).
+    rules: Option<crate::rules::RuleHook>,
 }
 
 impl Consumer {
@@ -106,7 +108,14 @@ impl Consumer {
             // a thousand events.
             per_entry: std::sync::atomic::AtomicUsize::new(first_read_per_entry),
             retry,
+            rules: None,
         }
+    }
+
+    /// Hands every batch's newly stored events to `hook` once they are stored.
+    pub fn with_rules(mut self, hook: crate::rules::RuleHook) -> Self {
+        self.rules = Some(hook);
+        self
     }
 
     fn beat(&self) {
@@ -358,6 +367,9 @@ impl Consumer {
         log_dead_lettered(&dead);
         if !dead.is_empty() && !self.store_dead_letters(&dead, shutdown).await {
             return;
+        }
+        if let Some(hook) = &self.rules {
+            hook.offer(settled.stored.iter().map(|s| &s.event));
         }
         let stored = settled.stored.iter().map(|s| &s.event);
         rollups.hold(

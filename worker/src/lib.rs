@@ -7,6 +7,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod rollup_buffer;
 pub mod rollups;
+pub mod rules;
 pub mod startup;
 pub mod store;
 pub mod stream;

@@ -51,6 +51,7 @@ impl Application {
                 let db = sluice_store::connect(&settings.mongo, crate::APP_NAME).await?;
                 sluice_http::startup::retry_until_ok("mongodb", || async {
                     sluice_store::ensure_indexes(&db).await?;
+                    sluice_rules::store::ensure_indexes(&db).await?;
                     crate::rollups::ensure_indexes(&db).await
                 })
                 .await;
@@ -147,8 +148,22 @@ impl Application {
             crate::maintenance::spawn(redis.clone(), settings.clone(), consumer_name, rx.clone());
         let reconciler = crate::reconcile::spawn(db.clone(), settings.clone(), rx.clone());
         let deadline = Duration::from_millis(settings.worker.shutdown_deadline_ms);
-        let mut loops: tokio::task::JoinSet<()> =
-            consumers.into_iter().map(|c| c.run(rx.clone())).collect();
+        let rules = crate::rules::start(
+            redis.clone(),
+            &db,
+            &settings,
+            lifecycle.heart(
+                "rules_timer",
+                Duration::from_millis(settings.rules.tick_ms.max(100) * 10)
+                    .max(Duration::from_secs(10)),
+            ),
+            rx.clone(),
+        )
+        .await;
+        let mut loops: tokio::task::JoinSet<()> = consumers
+            .into_iter()
+            .map(|c| c.with_rules(rules.hook.clone()).run(rx.clone()))
+            .collect();
         tokio::select! {
             _ = shutdown => {
                 tracing::info!("shutting down: readiness off, flushing the batches in hand");
@@ -173,6 +188,9 @@ impl Application {
         }
         maintenance.abort();
         reconciler.abort();
+        for task in rules.tasks {
+            task.abort();
+        }
         let _ = stop_http.send(());
         http.await.context("the health server panicked")??;
         Ok(())

@@ -8,6 +8,7 @@ mod dead_letters;
 mod flow;
 mod headers;
 mod plans;
+mod rules;
 mod sources;
 mod startup;
 
