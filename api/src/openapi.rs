@@ -74,6 +74,7 @@ impl Modify for ApiKeyScheme {
         routes::rules::delete,
         routes::anomalies::list,
         routes::anomalies::get_one,
+        routes::anomalies::delete,
         routes::channels::create,
         routes::channels::list,
         routes::channels::delete,

@@ -138,7 +138,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     ))
     .service(at(
         "/api/v1/anomalies/{id}",
-        vec![(Method::GET, web::to(anomalies::get_one))],
+        vec![
+            (Method::GET, web::to(anomalies::get_one)),
+            (Method::DELETE, web::to(anomalies::delete)),
+        ],
     ))
     .service(at(
         "/api/v1/channels",

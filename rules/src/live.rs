@@ -244,10 +244,16 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         let back: LiveMessage = serde_json::from_str(&text).unwrap();
         assert_eq!(back.account_id(), "a");
-        let LiveMessage::Events { events, skipped, .. } = back else {
+        let LiveMessage::Events {
+            events, skipped, ..
+        } = back
+        else {
             panic!("events")
         };
         assert_eq!((events.len(), skipped), (1, 2));
-        assert_eq!(events[0].properties, Some(serde_json::json!({"plan": "pro"})));
+        assert_eq!(
+            events[0].properties,
+            Some(serde_json::json!({"plan": "pro"}))
+        );
     }
 }

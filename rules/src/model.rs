@@ -96,11 +96,31 @@ pub struct Filter {
     pub where_: BTreeMap<String, Value>,
 }
 
+/// `"type": "threshold"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdType {
+    Threshold,
+}
+
+/// `"type": "zscore"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ZScoreType {
+    Zscore,
+}
+
 /// The count of matching events in a sliding window of event time, compared with `value`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Threshold {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: ThresholdType,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     #[schema(nullable = false, min_length = 1, max_length = 200)]
     pub event_type: Option<String>,
     #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
@@ -120,7 +140,13 @@ pub struct Threshold {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZScore {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
+    pub kind: ZScoreType,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     #[schema(nullable = false, min_length = 1, max_length = 200)]
     pub event_type: Option<String>,
     #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
@@ -138,11 +164,36 @@ pub struct ZScore {
     pub direction: Direction,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "lowercase")]
+/// An optional field that may be absent but not `null` (the document says it is not nullable).
+fn not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// A `threshold` or a `zscore` condition, told apart by `type`. (Each variant carries its own
+/// `type`, so the OpenAPI document states each shape whole, unknown fields refused.)
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
 pub enum Condition {
     Threshold(Threshold),
     Zscore(ZScore),
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = Value::deserialize(d)?;
+        match v.get("type").and_then(Value::as_str) {
+            Some("threshold") => serde_json::from_value(v)
+                .map(Condition::Threshold)
+                .map_err(D::Error::custom),
+            Some("zscore") => serde_json::from_value(v)
+                .map(Condition::Zscore)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "condition `type` must be \"threshold\" or \"zscore\"",
+            )),
+        }
+    }
 }
 
 impl Condition {
@@ -355,6 +406,11 @@ mod tests {
         )
         .is_err());
         assert!(spec(json!({"type": "median"})).is_err());
+        assert!(spec(
+            json!({"type": "threshold", "eventType": null, "windowSeconds": 60,
+            "operator": ">", "value": 5})
+        )
+        .is_err());
         assert!(spec(
             json!({"type": "threshold", "windowSeconds": 60, "operator": "=>",
             "value": 5})

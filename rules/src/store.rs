@@ -279,6 +279,14 @@ pub async fn list_anomalies(
         .context("reading anomalies")
 }
 
+pub async fn delete_anomaly(db: &Database, account: &str, id: &str) -> anyhow::Result<bool> {
+    let r = anomalies(db)
+        .delete_one(doc! {"_id": id, "accountId": account})
+        .await
+        .context("deleting the anomaly")?;
+    Ok(r.deleted_count == 1)
+}
+
 pub async fn anomaly_of_account(
     db: &Database,
     account: &str,

@@ -1,6 +1,6 @@
-//! `GET /api/v1/anomalies` (newest first, cursor `nextBefore`) and `GET /api/v1/anomalies/{id}`
-//! (with its delivery attempts): what the account's rules raised. Another account's anomaly is
-//! 404.
+//! `GET /api/v1/anomalies` (newest first, cursor `nextBefore`), `GET /api/v1/anomalies/{id}`
+//! (with its delivery attempts) and `DELETE /api/v1/anomalies/{id}`: what the account's rules
+//! raised. Another account's anomaly is 404.
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -148,4 +148,27 @@ pub async fn get_one(
         .map_err(ApiError::StoreUnavailable)?
         .ok_or_else(|| ApiError::not_found("no such anomaly"))?;
     Ok(HttpResponse::Ok().json(AnomalyView::from(&found)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/anomalies/{id}", tag = "rules", security(("jwt" = [])),
+    params(("id" = String, Path, description = "The anomaly's id")),
+    responses(
+        (status = 204, description = "Deleted (a delivery still in progress may record one more attempt on nothing)"),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such anomaly in this account", body = ErrorBody),
+        (status = 503, description = "MongoDB unreachable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub async fn delete(
+    account: AuthedAccount,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let deleted = store::delete_anomaly(&state.mongo, &account.id.to_string(), &path)
+        .await
+        .map_err(ApiError::StoreUnavailable)?;
+    if !deleted {
+        return Err(ApiError::not_found("no such anomaly"));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }

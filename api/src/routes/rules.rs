@@ -21,8 +21,12 @@ use crate::state::AppState;
 #[serde(rename_all = "camelCase")]
 pub struct RuleView {
     pub id: Uuid,
-    #[serde(flatten)]
-    pub spec: RuleSpec,
+    pub name: String,
+    pub enabled: bool,
+    pub severity: sluice_rules::Severity,
+    pub condition: sluice_rules::Condition,
+    pub cooldown_seconds: u32,
+    pub channels: Vec<Uuid>,
     /// Raised by every change (the window counts start afresh with each version).
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -35,9 +39,15 @@ pub struct RuleList {
 }
 
 fn view(doc: &RuleDoc) -> Result<RuleView, ApiError> {
+    let spec = doc.spec()?;
     Ok(RuleView {
         id: doc.id.parse().map_err(anyhow::Error::from)?,
-        spec: doc.spec()?,
+        name: spec.name,
+        enabled: spec.enabled,
+        severity: spec.severity,
+        condition: spec.condition,
+        cooldown_seconds: spec.cooldown_seconds,
+        channels: spec.channels,
         version: doc.version,
         created_at: sluice_rules::store::utc(doc.created_at),
         updated_at: sluice_rules::store::utc(doc.updated_at),

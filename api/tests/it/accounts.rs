@@ -448,6 +448,7 @@ async fn the_openapi_document_covers_every_route_and_its_docs_page_is_self_conta
         ("delete", "/api/v1/rules/{id}"),
         ("get", "/api/v1/anomalies"),
         ("get", "/api/v1/anomalies/{id}"),
+        ("delete", "/api/v1/anomalies/{id}"),
         ("post", "/api/v1/channels"),
         ("get", "/api/v1/channels"),
         ("delete", "/api/v1/channels/{id}"),

@@ -447,6 +447,53 @@ async fn anomalies_reach_websocket_clients_of_their_account_only() {
             .is_none(),
         "account B heard A's anomaly"
     );
+    // B can neither read nor delete A's anomaly; A can.
+    let id = got["anomaly"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/anomalies/{id}");
+    assert_eq!(stack.api().get(&path, Some(&b.token)).await.status, 404);
+    assert!(anomalies(&stack, &b).await.is_empty());
+    let r = stack
+        .api()
+        .authed(reqwest::Method::DELETE, &path, &b.token, None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(stack.api().get(&path, Some(&a.token)).await.status, 200);
+    let r = stack
+        .api()
+        .authed(reqwest::Method::DELETE, &path, &a.token, None)
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(stack.api().get(&path, Some(&a.token)).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_count_that_holds_on_absence_fires_from_the_timer_once() {
+    let stack = spawn_stack(Options::api().worker(worker())).await;
+    let t = stack.tenant().await;
+    // Fewer than 1 checkout in 2 s: true as soon as the rule has watched 2 whole seconds of
+    // nothing, with no event to trigger it.
+    let mut rule = threshold("no checkouts", 1.0);
+    rule["condition"]["operator"] = json!("<");
+    rule["condition"]["windowSeconds"] = json!(2);
+    let r = create_rule(&stack, &t, rule).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = Instant::now();
+    let found = sluice_testkit::eventually(Duration::from_secs(20), || async {
+        !anomalies(&stack, &t).await.is_empty()
+    })
+    .await;
+    assert!(found, "no anomaly from the timer");
+    println!(
+        "absence anomaly {} ms after the rule was created",
+        created.elapsed().as_millis()
+    );
+    let found = settle_anomalies(&stack, &t, 1).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["observed"], 0.0);
+    assert!(found[0]["sampleEventIds"].as_array().unwrap().is_empty());
+    // It stays one anomaly while the silence lasts (the edge flag is renewed each tick).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(anomalies(&stack, &t).await.len(), 1);
 }
 
 #[tokio::test]
@@ -535,6 +582,24 @@ async fn accounts_see_and_change_only_their_own_rules() {
     let r = create_rule(&stack, &a, unknown_channel).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["error"]["details"][0]["path"], "/channels/0");
+    // Channels: B neither lists nor deletes A's, nor names it in a rule.
+    let c = create_channel(&stack, &a, "webhook", "https://example.com/hook").await;
+    let cpath = format!("/api/v1/channels/{}", c.body["id"].as_str().unwrap());
+    let theirs = stack.api().get("/api/v1/channels", Some(&b.token)).await;
+    assert_eq!(theirs.body["channels"], json!([]));
+    let r = stack
+        .api()
+        .authed(reqwest::Method::DELETE, &cpath, &b.token, None)
+        .await;
+    assert_eq!(r.status, 404);
+    let mut borrowed = threshold("borrowed", 1.0);
+    borrowed["channels"] = json!([c.body["id"]]);
+    assert_eq!(create_rule(&stack, &b, borrowed).await.status, 400);
+    let r = stack
+        .api()
+        .authed(reqwest::Method::DELETE, &cpath, &a.token, None)
+        .await;
+    assert_eq!(r.status, 204);
     let gone = stack
         .api()
         .authed(reqwest::Method::DELETE, &path, &a.token, None)
