@@ -251,6 +251,38 @@ def table(results):
     return "\n".join(rows + [""] + notes)
 
 
+def two_kb_schema():
+    """About 2 KB of JSON Schema that the wrk shapes' events (`{"path", "price"}`) satisfy: 20
+    bounded string fields, a pattern, a format, a range, an enum (as benches/benches/hot_path.rs)."""
+    props = {f"field_{i:02}": {"type": "string", "minLength": 1, "maxLength": 64,
+                                "description": "a string field of the plan"} for i in range(20)}
+    props.update({"path": {"type": "string", "pattern": "^/[a-z0-9/]*$"},
+                  "referrer": {"type": "string", "format": "uri"},
+                  "price": {"type": "number", "minimum": 0, "maximum": 1000000},
+                  "plan": {"enum": ["free", "pro", "team"]}})
+    return {"type": "object", "required": ["path", "price"], "properties": props,
+            "additionalProperties": True}
+
+
+def publish_2kb_schema(api_url):
+    """As the demo account (whose key the run uses): the schema, then mode enforce."""
+    creds = json.dumps({"email": "demo@sluice.local", "password": "sluice-demo-password"}).encode()
+    status, body = http(f"{api_url}/api/v1/auth/login", creds, {"content-type": "application/json"})
+    if status != 200:
+        raise RuntimeError(f"demo login answered {status}: {body}")
+    auth = {"content-type": "application/json", "authorization": f"Bearer {json.loads(body)['token']}"}
+    schema = two_kb_schema()
+    status, body = http(f"{api_url}/api/v1/schemas",
+                        json.dumps({"eventType": "page_view", "schema": schema}).encode(), auth)
+    if status != 201:
+        raise RuntimeError(f"publishing the schema answered {status}: {body}")
+    req = urllib.request.Request(f"{api_url}/api/v1/schemas/page_view/mode",
+                                 data=json.dumps({"mode": "enforce"}).encode(), method="PUT", headers=auth)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    log(f"a {len(json.dumps(schema))}-byte schema for page_view, mode enforce")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,6 +304,9 @@ def main():
     ap.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5433/sluice")
     ap.add_argument("--mongo-url", default="mongodb://127.0.0.1:27018/?directConnection=true")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, AOF)")
+    ap.add_argument("--schema-2kb", action="store_true",
+                    help="publish a 2 KB tracking-plan schema for page_view (the shapes' type) in mode "
+                         "enforce first, so every event is judged by it (issue 16's measurement)")
     args = ap.parse_args()
     extra = {}
     for kv in args.env:
@@ -363,9 +398,12 @@ def main():
                 raise RuntimeError(f"the api is not ready after 60 s; see {tmp}/api.log")
             time.sleep(0.2)
         log(f"sluice-api {api_proc.pid} ({api_bin}) on {aport}, extra env {extra or 'none'}")
+        if args.schema_2kb:
+            publish_2kb_schema(args.api_url)
         status, body = http(f"{args.api_url}/api/v1/events",
                             json.dumps({"eventId": f"probe-{secrets.token_hex(6)}", "eventType": "page_view",
-                                        "userId": "user-1", "properties": {}}).encode(),
+                                        "userId": "user-1",
+                                        "properties": {"path": "/probe", "price": 1}}).encode(),
                             {"content-type": "application/json", "x-api-key": key})
         if status != 202:
             raise RuntimeError(f"a probe event was answered {status}: {body}")

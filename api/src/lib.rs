@@ -9,6 +9,7 @@ pub mod backlog;
 pub mod cli;
 pub mod dead_letters;
 pub mod event_queries;
+pub mod export;
 pub mod ingest;
 pub mod key_cache;
 pub mod limits;

@@ -34,6 +34,8 @@ impl Modify for ApiKeyScheme {
         routes::events::ingest_batch,
         routes::events::list,
         routes::events::get_one,
+        routes::export::user,
+        routes::export::events,
         routes::quarantine::list,
         routes::quarantine::replay,
         routes::dlq::replay_many,

@@ -12,8 +12,8 @@ use sluice_shared::config::Settings;
 use sluice_shared::jwt::Jwt;
 
 use crate::routes::{
-    anomalies, auth, channels, dlq, docs, events, keys, live, posthog, quarantine, rules, schemas,
-    segment, sources, webhooks,
+    anomalies, auth, channels, dlq, docs, events, export, keys, live, posthog, quarantine, rules,
+    schemas, segment, sources, webhooks,
 };
 use crate::state::{AppState, Connections};
 
@@ -38,6 +38,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(at(
         "/api/v1/quarantine",
         vec![(Method::GET, web::to(quarantine::list))],
+    ))
+    .service(at(
+        "/api/v1/users/{userId}/export",
+        vec![(Method::GET, web::to(export::user))],
+    ))
+    .service(at(
+        "/api/v1/export/events",
+        vec![(Method::GET, web::to(export::events))],
     ))
     .service(at(
         "/api/v1/auth/register",

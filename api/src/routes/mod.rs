@@ -6,6 +6,7 @@ pub mod channels;
 pub mod dlq;
 pub mod docs;
 pub mod events;
+pub mod export;
 pub mod intake;
 pub mod keys;
 pub mod live;

@@ -417,6 +417,8 @@ async fn the_openapi_document_covers_every_route_and_its_docs_page_is_self_conta
         ("post", "/api/v1/events/batch"),
         ("get", "/api/v1/events"),
         ("get", "/api/v1/events/{eventId}"),
+        ("get", "/api/v1/users/{userId}/export"),
+        ("get", "/api/v1/export/events"),
         ("get", "/api/v1/quarantine"),
         ("post", "/api/v1/quarantine/replay"),
         ("post", "/api/v1/dlq/replay"),
@@ -512,6 +514,7 @@ async fn the_openapi_document_covers_every_route_and_its_docs_page_is_self_conta
         let path = path
             .replace("{id}", &uuid::Uuid::now_v7().to_string())
             .replace("{eventId}", "e1")
+            .replace("{userId}", "u1")
             .replace("{eventType}", "purchase")
             .replace("{version}", "1");
         let r = http

@@ -126,3 +126,116 @@ async fn eight_concurrent_nested_batches_keep_the_api_small() {
     drop(child);
     assert!(api_mib < 150, "api peak RSS {api_mib} MiB");
 }
+
+/// `VmRSS` (current resident set) of a process, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exporting_a_hundred_thousand_events_keeps_the_api_flat() {
+    let settings = test_settings();
+    let port = sluice_testkit::servers::free_port();
+    let child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-api"))
+            .env("SLUICE_API__PORT", port.to_string())
+            .env("SLUICE_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+            .env("SLUICE_MONGO__DATABASE", &settings.mongo.database)
+            .env("SLUICE_AUTH__JWT_SECRET", TEST_JWT_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let ready = format!("http://127.0.0.1:{port}/api/ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&ready)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the api did not get ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = sluice_api::store::pool(&settings.postgres).unwrap();
+    let tenant = new_tenant(&pool).await;
+    let account = tenant.account.to_string();
+    // 100,000 stored events of one user, written straight to MongoDB (the ingest path is not
+    // what this measures), with the index the export reads by.
+    let db = mongodb::Client::with_uri_str(&settings.mongo.url)
+        .await
+        .unwrap()
+        .database(&settings.mongo.database);
+    let events = db.collection::<mongodb::bson::Document>("events");
+    let start = mongodb::bson::DateTime::from_millis(1_780_000_000_000);
+    const N: usize = 100_000;
+    let loaded = Instant::now();
+    for chunk in 0..N / 10_000 {
+        let docs: Vec<mongodb::bson::Document> = (chunk * 10_000..(chunk + 1) * 10_000)
+            .map(|i| {
+                let ts = mongodb::bson::DateTime::from_millis(start.timestamp_millis() + i as i64);
+                mongodb::bson::doc! {"_id": format!("{account}:e{i:06}"), "eventId": format!("e{i:06}"),
+                    "accountId": &account, "eventType": "page_view", "userId": "heavy",
+                    "timestamp": ts, "receivedAt": ts,
+                    "properties": {"path": "/products/42", "price": 19.99, "i": i as i64}}
+            })
+            .collect();
+        events.insert_many(docs).ordered(false).await.unwrap();
+    }
+    events
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(mongodb::bson::doc! {"accountId": 1, "userId": 1, "timestamp": -1, "_id": -1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("q_account_user_time".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    println!("loaded {N} events in {} ms", loaded.elapsed().as_millis());
+    let before = rss_mib(pid);
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/users/heavy/export"))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Read as it streams, counting lines, and watch the api's resident set meanwhile.
+    let mut resp = resp;
+    let (mut lines, mut bytes, mut peak) = (0usize, 0usize, before);
+    let mut next_look = 0usize;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        bytes += chunk.len();
+        if bytes >= next_look {
+            peak = peak.max(rss_mib(pid));
+            next_look = bytes + 1024 * 1024;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    peak = peak.max(rss_mib(pid));
+    println!(
+        "exported {lines} events ({} MiB) in {secs:.1} s = {:.0} events/s; api RSS {before} MiB before, {peak} MiB at most during",
+        bytes / (1024 * 1024),
+        lines as f64 / secs
+    );
+    drop(child);
+    assert_eq!(lines, N);
+    assert!(
+        peak <= before + 32,
+        "the api grew from {before} to {peak} MiB exporting {} MiB",
+        bytes / (1024 * 1024)
+    );
+}

@@ -5,6 +5,7 @@
 mod analytics;
 mod analytics_hardening;
 mod dead_letters;
+mod export;
 mod flow;
 mod headers;
 mod plans;

@@ -372,14 +372,15 @@ async fn connect_with_token(stack: &Stack, token: &str) -> Socket {
     ws
 }
 
-async fn connect_with_ticket(stack: &Stack, t: &Tenant) -> Socket {
+/// A ticket from the stack's api, used on the api at `port` (tickets live in Redis: any
+/// instance takes them).
+async fn connect_with_ticket(stack: &Stack, t: &Tenant, port: u16) -> Socket {
     let r = stack
         .api()
         .authed(reqwest::Method::POST, "/api/v1/live/ticket", &t.token, None)
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let ticket = r.body["ticket"].as_str().unwrap();
-    let port = stack.api().port;
     let url = format!("ws://127.0.0.1:{port}/api/v1/live?ticket={ticket}");
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -410,8 +411,18 @@ async fn anomalies_reach_websocket_clients_of_their_account_only() {
     let stack = spawn_stack(Options::api().worker(worker())).await;
     let (a, b) = (stack.tenant().await, stack.tenant().await);
     let mut ws_token = connect_with_token(&stack, &a.token).await;
-    let mut ws_ticket = connect_with_ticket(&stack, &a).await;
-    let mut ws_b = connect_with_ticket(&stack, &b).await;
+    // A second api instance: a client there hears what a worker publishes as well.
+    let (_stop_second, second_stops) = tokio::sync::oneshot::channel::<()>();
+    let second = sluice_testkit::api()(
+        stack.settings.clone(),
+        Box::pin(async {
+            let _ = second_stops.await;
+        }),
+    )
+    .await
+    .unwrap();
+    let mut ws_ticket = connect_with_ticket(&stack, &a, second).await;
+    let mut ws_b = connect_with_ticket(&stack, &b, stack.api().port).await;
     for ws in [&mut ws_token, &mut ws_ticket, &mut ws_b] {
         assert!(next_of(ws, "hello", Duration::from_secs(5)).await.is_some());
     }
@@ -894,4 +905,32 @@ async fn a_channel_that_is_down_does_not_slow_ingest() {
     assert_eq!(s_down, s_up);
     assert!(!down.requests().is_empty(), "the down channel was tried");
     assert!(!up.requests().is_empty(), "the up channel was delivered to");
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_is_given_up_after_the_bound_and_recorded() {
+    let mut settings = sluice_testkit::test_settings();
+    settings.rules.delivery_max_attempts = 3;
+    settings.rules.delivery_backoff_ms = 100;
+    let stack = spawn_stack(Options::api().settings(settings).worker(worker())).await;
+    let t = stack.tenant().await;
+    let broken = Receiver::start(vec![(500, None)], false).await;
+    let w = create_channel(&stack, &t, "webhook", &broken.url()).await;
+    fire(&stack, &t, vec![w.body["id"].clone()], "broken").await;
+    let got = broken.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 3);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(broken.requests().len(), 3, "no attempt after the bound");
+    let id = header(&got[0].1, "webhook-id").to_owned();
+    let r = stack
+        .api()
+        .get(&format!("/api/v1/anomalies/{id}"), Some(&t.token))
+        .await;
+    let statuses: Vec<&str> = r.body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["retrying", "retrying", "failed"], "{}", r.body);
 }
