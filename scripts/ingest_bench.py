@@ -257,7 +257,7 @@ def two_kb_schema():
     props = {f"field_{i:02}": {"type": "string", "minLength": 1, "maxLength": 64,
                                 "description": "a string field of the plan"} for i in range(20)}
     props.update({"path": {"type": "string", "pattern": "^/[a-z0-9/]*$"},
-                  "referrer": {"type": "string", "format": "uri"},
+                  "referrer": {"type": "string", "minLength": 1, "maxLength": 2048},
                   "price": {"type": "number", "minimum": 0, "maximum": 1000000},
                   "plan": {"enum": ["free", "pro", "team"]}})
     return {"type": "object", "required": ["path", "price"], "properties": props,
@@ -375,6 +375,12 @@ def main():
         if d.returncode != 0:
             raise RuntimeError(f"sluice-api demo failed: {d.stderr}")
         key = d.stdout.strip().splitlines()[-1].strip()
+        # The demo account's tracking plan for the shapes' type: none, unless this run publishes
+        # one (an earlier --schema-2kb run leaves its schema behind otherwise).
+        psql("DELETE FROM event_type_modes WHERE event_type = 'page_view' AND account_id = "
+             "(SELECT id FROM accounts WHERE email = 'demo@sluice.local')")
+        psql("DELETE FROM event_schemas WHERE event_type = 'page_view' AND account_id = "
+             "(SELECT id FROM accounts WHERE email = 'demo@sluice.local')")
         key_hash = hashlib.sha256(key.encode()).hexdigest()
         rows = psql(f"UPDATE api_keys SET quota_per_sec = {QUOTA}, quota_burst = {QUOTA} "
                     f"WHERE key_hash = '{key_hash}' RETURNING id")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use base64::Engine;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -255,105 +255,182 @@ impl Sampler {
     }
 }
 
+/// What the loop does after one event: go on, or close (with a reason, or without when the
+/// client is gone).
+enum Flow {
+    Go,
+    Close(Option<CloseReason>),
+}
+
+impl Flow {
+    fn sent(ok: bool) -> Self {
+        if ok {
+            Flow::Go
+        } else {
+            Flow::Close(None)
+        }
+    }
+}
+
+fn close(code: CloseCode, why: &str) -> Flow {
+    Flow::Close(Some(CloseReason {
+        code,
+        description: Some(why.into()),
+    }))
+}
+
+/// One connected client: its session, its place in the hub, and what it asked for.
+struct LiveClient {
+    session: Session,
+    membership: Membership,
+    account: Uuid,
+    tail_mark: TailMark,
+    /// `Some(type filter)` while it tails the account's events.
+    tail: Option<Option<String>>,
+    sampler: Sampler,
+}
+
+impl LiveClient {
+    /// A message from the hub: an anomaly, or stored events (sampled, for a tailing client).
+    async fn deliver(&mut self, message: &LiveMessage) -> Flow {
+        match message {
+            LiveMessage::Anomaly { anomaly, .. } => {
+                Flow::sent(send(&mut self.session, &Outgoing::Anomaly { anomaly }).await)
+            }
+            LiveMessage::Events {
+                events, skipped, ..
+            } => {
+                let Some(wanted) = &self.tail else {
+                    return Flow::Go;
+                };
+                self.sampler.skipped += skipped;
+                let of_type = |e: &&TailEvent| wanted.as_ref().is_none_or(|t| *t == e.event_type);
+                for event in events.iter().filter(of_type) {
+                    if self.sampler.admit()
+                        && !send(&mut self.session, &Outgoing::Event { event }).await
+                    {
+                        return Flow::Close(None);
+                    }
+                }
+                Flow::Go
+            }
+        }
+    }
+
+    /// A frame from the client.
+    async fn heard(&mut self, msg: Option<Result<AggregatedMessage, ProtocolError>>) -> Flow {
+        match msg {
+            Some(Ok(AggregatedMessage::Text(text))) => self.command(&text).await,
+            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                Flow::sent(self.session.pong(&bytes).await.is_ok())
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => Flow::Go,
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                let message = "binary frames are not read here".to_owned();
+                Flow::sent(send(&mut self.session, &Outgoing::Error { message }).await)
+            }
+            Some(Ok(AggregatedMessage::Close(_))) | None => Flow::Close(None),
+            Some(Err(_)) => Flow::Close(Some(CloseReason {
+                code: CloseCode::Protocol,
+                description: None,
+            })),
+        }
+    }
+
+    /// `{"subscribe": "events", "eventType"?}` or `{"unsubscribe": "events"}`.
+    async fn command(&mut self, text: &str) -> Flow {
+        let reply = match serde_json::from_str::<Command>(text) {
+            Ok(Command {
+                subscribe: Some(s),
+                event_type,
+                ..
+            }) if s == "events" => {
+                self.membership.set_tailing(true);
+                self.tail_mark.now(self.account);
+                self.tail = Some(event_type.clone());
+                let reply = Outgoing::Subscribed {
+                    stream: "events",
+                    event_type: event_type.as_deref(),
+                };
+                return Flow::sent(send(&mut self.session, &reply).await);
+            }
+            Ok(Command {
+                unsubscribe: Some(s),
+                ..
+            }) if s == "events" => {
+                self.membership.set_tailing(false);
+                self.tail = None;
+                Outgoing::Unsubscribed { stream: "events" }
+            }
+            _ => Outgoing::Error {
+                message: "expected {\"subscribe\": \"events\", \"eventType\"?} or {\"unsubscribe\": \"events\"}".to_owned(),
+            },
+        };
+        Flow::sent(send(&mut self.session, &reply).await)
+    }
+
+    /// Once a second: how many tail events were skipped, if any.
+    async fn report(&mut self) -> Flow {
+        if self.sampler.skipped == 0 {
+            return Flow::Go;
+        }
+        let count = std::mem::take(&mut self.sampler.skipped);
+        Flow::sent(send(&mut self.session, &Outgoing::Skipped { count }).await)
+    }
+}
+
 async fn serve(
-    mut session: Session,
+    session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
-    mut membership: Membership,
+    membership: Membership,
     account: Uuid,
     limits: Limits,
     tail_mark: TailMark,
 ) {
-    if !send(
-        &mut session,
-        &Outgoing::Hello {
-            account_id: account.to_string(),
+    let mut client = LiveClient {
+        session,
+        membership,
+        account,
+        tail_mark,
+        tail: None,
+        sampler: Sampler {
+            per_sec: limits.events_per_sec,
+            second: Instant::now(),
+            sent: 0,
+            skipped: 0,
         },
-    )
-    .await
-    {
+    };
+    let hello = Outgoing::Hello {
+        account_id: account.to_string(),
+    };
+    if !send(&mut client.session, &hello).await {
         return;
     }
-    let mut tail: Option<Option<String>> = None;
-    let mut sampler = Sampler {
-        per_sec: limits.events_per_sec,
-        second: Instant::now(),
-        sent: 0,
-        skipped: 0,
-    };
     let mut ping = tokio::time::interval(limits.ping_every);
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let mut last_heard = Instant::now();
-    let reason = loop {
-        tokio::select! {
-            delivery = membership.rx.recv() => {
-                let Some(message) = delivery else {
-                    break Some(CloseReason { code: CloseCode::Policy, description: Some("too slow: messages were piling up".into()) });
-                };
-                let ok = match &*message {
-                    LiveMessage::Anomaly { anomaly, .. } => send(&mut session, &Outgoing::Anomaly { anomaly }).await,
-                    LiveMessage::Events { events, skipped, .. } => {
-                        let Some(wanted) = &tail else { continue };
-                        sampler.skipped += skipped;
-                        let mut ok = true;
-                        for event in events.iter().filter(|e| wanted.as_ref().is_none_or(|t| *t == e.event_type)) {
-                            if sampler.admit() {
-                                ok = send(&mut session, &Outgoing::Event { event }).await;
-                                if !ok { break; }
-                            }
-                        }
-                        ok
-                    }
-                };
-                if !ok { break None; }
-            }
+    loop {
+        let flow = tokio::select! {
+            delivery = client.membership.rx.recv() => match delivery {
+                Some(message) => client.deliver(&message).await,
+                None => close(CloseCode::Policy, "too slow: messages were piling up"),
+            },
             msg = stream.recv() => {
                 last_heard = Instant::now();
-                match msg {
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        match serde_json::from_str::<Command>(&text) {
-                            Ok(Command { subscribe: Some(s), event_type, .. }) if s == "events" => {
-                                membership.set_tailing(true);
-                                tail_mark.now(account);
-                                let reply = Outgoing::Subscribed { stream: "events", event_type: event_type.as_deref() };
-                                tail = Some(event_type.clone());
-                                if !send(&mut session, &reply).await { break None; }
-                            }
-                            Ok(Command { unsubscribe: Some(s), .. }) if s == "events" => {
-                                membership.set_tailing(false);
-                                tail = None;
-                                if !send(&mut session, &Outgoing::Unsubscribed { stream: "events" }).await { break None; }
-                            }
-                            _ => {
-                                let message = "expected {\"subscribe\": \"events\", \"eventType\"?} or {\"unsubscribe\": \"events\"}".to_owned();
-                                if !send(&mut session, &Outgoing::Error { message }).await { break None; }
-                            }
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        let message = "binary frames are not read here".to_owned();
-                        if !send(&mut session, &Outgoing::Error { message }).await { break None; }
-                    }
-                    Some(Ok(AggregatedMessage::Close(_))) | None => break None,
-                    Some(Err(_)) => break Some(CloseReason { code: CloseCode::Protocol, description: None }),
-                }
+                client.heard(msg).await
             }
-            _ = report.tick() => {
-                if sampler.skipped > 0 {
-                    let count = std::mem::take(&mut sampler.skipped);
-                    if !send(&mut session, &Outgoing::Skipped { count }).await { break None; }
-                }
-            }
+            _ = report.tick() => client.report().await,
             _ = ping.tick() => {
                 if last_heard.elapsed() > limits.ping_every * 3 {
-                    break Some(CloseReason { code: CloseCode::Away, description: Some("no answer to pings".into()) });
+                    close(CloseCode::Away, "no answer to pings")
+                } else {
+                    Flow::sent(client.session.ping(b"").await.is_ok())
                 }
-                if session.ping(b"").await.is_err() { break None; }
             }
+        };
+        if let Flow::Close(reason) = flow {
+            let _ = client.session.close(reason).await;
+            return;
         }
-    };
-    let _ = session.close(reason).await;
+    }
 }
