@@ -98,6 +98,10 @@ pub fn spawn_monitor(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Polls failed in a row; every `heal_after` of them the client is rebuilt.
+        let mut failures = 0u32;
+        let heal_after =
+            (Duration::from_secs(3).as_millis() / every.as_millis().max(1)).max(2) as u32;
         loop {
             tick.tick().await;
             let read = async {
@@ -113,12 +117,21 @@ pub fn spawn_monitor(
                     backlog.set_bytes(bytes);
                     backlog.set(Some(n));
                     heart.beat();
+                    failures = 0;
                 }
                 Err(e) => {
                     if backlog.redis_reachable() {
                         tracing::warn!(error = %e, "cannot read the stream backlog");
                     }
                     backlog.set(None);
+                    failures += 1;
+                    if failures.is_multiple_of(heal_after) {
+                        tracing::warn!(
+                            failures,
+                            "Redis keeps failing the backlog poll; rebuilding the client"
+                        );
+                        sluice_shared::redis::heal(&client).await;
+                    }
                 }
             }
         }

@@ -35,6 +35,21 @@ pub fn config(url: &str) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Rebuilds a client after Redis kept failing it: every connection is replaced (on a Redis Cluster
+/// the reconnection reads the slot map again). A failover (a master killed, its
+/// replica promoted) once left a client failing every command for minutes although the cluster
+/// was healthy again; callers that see failures persist call this. Errors are logged, not
+/// returned: the next command tells.
+pub async fn heal(client: &Client) {
+    let within = Duration::from_secs(5);
+    match tokio::time::timeout(within, client.force_reconnection()).await {
+        Ok(Ok(())) => tracing::info!("reconnected to Redis"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot reconnect to Redis"),
+        Err(_) => tracing::warn!("reconnecting to Redis timed out"),
+    }
+    metrics::counter!("sluice_redis_heals_total").increment(1);
+}
+
 /// Whether `redis.url` names a Redis Cluster.
 pub fn is_cluster(url: &str) -> bool {
     config(url).is_ok_and(|c| c.server.is_clustered())
