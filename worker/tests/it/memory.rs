@@ -97,6 +97,25 @@ async fn eight_concurrent_nested_batches_keep_the_worker_small() {
     let allowed: Vec<Vec<u8>> = (0..8)
         .map(|i| nested_batch(20, 4_900, &format!("ok{i}")))
         .collect();
+    // On connections of their own: the api closes a connection whose body it refused unread, and
+    // a pooled one could be reused just as it closes (hyper's `IncompleteMessage`).
+    let fresh = sluice_testkit::ApiClient::new(app.stack.api().port, sluice_testkit::http_client());
+    let send = |body: Vec<u8>| {
+        let (fresh, key) = (&fresh, app.key.as_str());
+        async move {
+            fresh
+                .post_raw(
+                    "/api/v1/events/batch",
+                    body,
+                    &[
+                        ("content-type", "application/json"),
+                        ("content-encoding", "gzip"),
+                        ("x-api-key", key),
+                    ],
+                )
+                .await
+        }
+    };
     let replies = futures::future::join_all(allowed.into_iter().map(send)).await;
     for r in &replies {
         assert_eq!(r.status, 202, "{:?}", r.body);
