@@ -60,7 +60,17 @@ impl Api {
     }
 
     async fn token_for(&self, email: &str, password: &str) -> String {
-        assert_eq!(self.register(email, password).await.0, StatusCode::CREATED);
+        // A 503 says "retry later" (a PostgreSQL connection or a password-hashing slot busy while
+        // the whole suite runs on two cores): retried as a client would, a few times.
+        let mut status = self.register(email, password).await.0;
+        for _ in 0..3 {
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            status = self.register(email, password).await.0;
+        }
+        assert_eq!(status, StatusCode::CREATED);
         let (s, _, b) = self.login(email, password).await;
         assert_eq!(s, StatusCode::OK, "{b}");
         b["token"].as_str().unwrap().to_owned()
