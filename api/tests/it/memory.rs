@@ -9,16 +9,26 @@ use sluice_testkit::{new_tenant, ApiClient};
 
 use crate::{test_settings, TEST_JWT_SECRET};
 
-/// `VmHWM` (peak resident set) of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
+/// A `Vm…:` line of a process's /proc status, in MiB.
+fn status_mib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
     kb / 1024
+}
+
+/// `VmHWM` (peak resident set) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// `VmRSS` (current resident set) of a process, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    status_mib(pid, "VmRSS:")
 }
 
 /// A gzipped batch of `events` events, each with `objects` empty-named objects in one array:
@@ -48,22 +58,20 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_concurrent_nested_batches_keep_the_api_small() {
-    let settings = test_settings();
+/// The api as its own process on `settings`' Redis prefix and database, ready; and its port.
+async fn start_api(settings: &sluice_shared::config::Settings) -> (Child, u16) {
     let port = sluice_testkit::servers::free_port();
     let child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_sluice-api"))
             .env("SLUICE_API__PORT", port.to_string())
             .env("SLUICE_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+            .env("SLUICE_MONGO__DATABASE", &settings.mongo.database)
             .env("SLUICE_AUTH__JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let pid = child.0.id();
-    let api = ApiClient::new(port, reqwest::Client::new());
     let ready = format!("http://127.0.0.1:{port}/api/ready");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !reqwest::get(&ready)
@@ -73,6 +81,15 @@ async fn eight_concurrent_nested_batches_keep_the_api_small() {
         assert!(Instant::now() < deadline, "the api did not get ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_nested_batches_keep_the_api_small() {
+    let settings = test_settings();
+    let (child, port) = start_api(&settings).await;
+    let pid = child.0.id();
+    let api = ApiClient::new(port, reqwest::Client::new());
     let pool = sluice_api::store::pool(&settings.postgres).unwrap();
     let tenant = new_tenant(&pool).await;
     println!("api peak RSS after start: {} MiB", peak_rss_mib(pid));
@@ -145,43 +162,11 @@ async fn eight_concurrent_nested_batches_keep_the_api_small() {
     assert!(api_mib < 150, "api peak RSS {api_mib} MiB");
 }
 
-/// `VmRSS` (current resident set) of a process, in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exporting_a_hundred_thousand_events_keeps_the_api_flat() {
     let settings = test_settings();
-    let port = sluice_testkit::servers::free_port();
-    let child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice-api"))
-            .env("SLUICE_API__PORT", port.to_string())
-            .env("SLUICE_REDIS__KEY_PREFIX", &settings.redis.key_prefix)
-            .env("SLUICE_MONGO__DATABASE", &settings.mongo.database)
-            .env("SLUICE_AUTH__JWT_SECRET", TEST_JWT_SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (child, port) = start_api(&settings).await;
     let pid = child.0.id();
-    let ready = format!("http://127.0.0.1:{port}/api/ready");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(&ready)
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the api did not get ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let pool = sluice_api::store::pool(&settings.postgres).unwrap();
     let tenant = new_tenant(&pool).await;
     let account = tenant.account.to_string();
