@@ -66,7 +66,12 @@ fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_millis(1_000);
             c.internal_command_timeout = timeout;
-            c.max_command_attempts = 1;
+            // Two, not one: a command that meets an ASK (its slot being migrated by a reshard)
+            // is sent again after ASKING, which takes an attempt left; with one, fred 10 failed
+            // the command and ended its routing task (see `supervise`). A command whose
+            // connection dropped may be written twice: the enqueue script answers the second
+            // as a duplicate, so nothing is queued twice.
+            c.max_command_attempts = 2;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(builder)
@@ -75,11 +80,45 @@ fn builder(settings: &RedisSettings) -> anyhow::Result<Builder> {
 /// A connected client. Fails if Redis is unreachable at start; reconnects forever after.
 pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
     let client = builder(settings)?.build()?;
-    client
+    let task = client
         .init()
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.url))?;
+    supervise(client.clone(), task);
     Ok(client)
+}
+
+/// Keeps a client's routing task alive. fred runs one task per client that writes every command
+/// and reads every reply; an error it does not expect (seen: a redirection it could not follow
+/// during a reshard, "Max attempts reached") ends that task for good, and from then on every
+/// command of the client waits for its timeout, `force_reconnection` included. A clean-clone run
+/// of the cluster suite saw the api answer 503 for minutes that way after a reshard. So the task
+/// is started again (`connect`, which keeps the client's configuration and, for a subscriber, its
+/// subscriptions: they are renewed on the reconnection), unless the client was closed on purpose
+/// (`quit`, which ends the task with Ok or a canceled error).
+fn supervise<C>(client: C, task: fred::types::ConnectHandle)
+where
+    C: ClientLike + Clone + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut task = task;
+        loop {
+            let error = match task.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) if e.is_canceled() => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(
+                client = client.id(),
+                error = %error,
+                "the Redis client's routing task ended; starting it again"
+            );
+            metrics::counter!("sluice_redis_router_restarts_total").increment(1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            task = client.connect();
+        }
+    });
 }
 
 /// A client of a Redis that serves: retries (with `health::startup_backoff`) while Redis is not
@@ -119,10 +158,11 @@ pub async fn connect_subscriber(
     settings: &RedisSettings,
 ) -> anyhow::Result<fred::clients::SubscriberClient> {
     let client = builder(settings)?.build_subscriber_client()?;
-    client
+    let task = client
         .init()
         .await
         .with_context(|| format!("cannot connect to Redis at {}", settings.url))?;
+    supervise(client.clone(), task);
     Ok(client)
 }
 
