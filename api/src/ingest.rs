@@ -26,6 +26,8 @@ pub enum EventStatus {
     Duplicate,
     /// 202: queued for `events_quarantine` (its tracking plan's mode for a violation).
     Quarantined,
+    /// 200: its user is suppressed (a regulation): taken as a success, never queued.
+    Suppressed,
 }
 
 /// The answer to one event.
@@ -45,6 +47,8 @@ pub enum ItemStatus {
     Rejected,
     /// Queued for `events_quarantine`; counts as accepted for the batch's status.
     Quarantined,
+    /// Its user is suppressed: never queued; counts as a duplicate for the batch's status.
+    Suppressed,
 }
 
 /// How one event of a batch was judged: `eventId` unless rejected, `error` when rejected.
@@ -71,6 +75,9 @@ pub struct BatchReply {
     /// Present when a tracking plan quarantined some of the batch.
     #[serde(skip_serializing_if = "is_zero")]
     pub quarantined: usize,
+    /// Present when some of the batch's users are suppressed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub suppressed: usize,
     pub results: Vec<ItemResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<ErrorDetail>, nullable = false)]
@@ -306,6 +313,29 @@ impl JudgedBatch {
         }
     }
 
+    /// Takes the events of suppressed users out of the batch: each is answered `suppressed` and
+    /// never queued.
+    pub fn suppress(&mut self, suppressed: &crate::suppression::Suppressed) {
+        if suppressed.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.events);
+        let positions = std::mem::take(&mut self.positions);
+        for (e, index) in events.into_iter().zip(positions) {
+            if suppressed.covers(&e) {
+                self.results[index] = Some(ItemResult {
+                    index,
+                    event_id: Some(e.event_id),
+                    status: ItemStatus::Suppressed,
+                    error: None,
+                });
+            } else {
+                self.events.push(e);
+                self.positions.push(index);
+            }
+        }
+    }
+
     /// The reply once the valid events were queued with `outcomes` (one per event, in order).
     pub fn reply(self, outcomes: Vec<Outcome>) -> (BatchStatus, BatchReply) {
         let JudgedBatch {
@@ -340,8 +370,13 @@ impl JudgedBatch {
         count("duplicate", "", duplicates);
         count("quarantined", "", quarantined);
         let results: Vec<ItemResult> = results.into_iter().flatten().collect();
-        let rejected = results.len() - accepted - duplicates - quarantined;
-        let status = batch_status(accepted + quarantined, duplicates, rejected);
+        let suppressed = results
+            .iter()
+            .filter(|r| r.status == ItemStatus::Suppressed)
+            .count();
+        crate::suppression::count(suppressed);
+        let rejected = results.len() - accepted - duplicates - quarantined - suppressed;
+        let status = batch_status(accepted + quarantined, duplicates + suppressed, rejected);
         let error = (status == BatchStatus::AllRejected).then(|| ErrorDetail {
             code: "invalid_event".into(),
             message: "every event in the batch was rejected".into(),
@@ -352,6 +387,7 @@ impl JudgedBatch {
             duplicates,
             rejected,
             quarantined,
+            suppressed,
             results,
             error,
         };

@@ -24,3 +24,4 @@ pub mod sources;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod suppression;

@@ -82,6 +82,12 @@ impl Modify for ApiKeyScheme {
         routes::channels::delete,
         routes::live::ticket,
         routes::live::connect,
+        routes::privacy::get_retention,
+        routes::privacy::put_retention,
+        routes::privacy::create_regulation,
+        routes::privacy::list_regulations,
+        routes::privacy::get_regulation,
+        routes::privacy::list_suppressions,
     ),
     modifiers(&ApiKeyScheme, &JwtScheme)
 )]

@@ -9,7 +9,9 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use sluice_http::{ApiError, Heart};
 use sluice_shared::config::RedisSettings;
-use sluice_shared::names::{api_key_cache_key, KEY_REVOCATIONS_CHANNEL, PLAN_CHANGES_CHANNEL};
+use sluice_shared::names::{
+    api_key_cache_key, KEY_REVOCATIONS_CHANNEL, PLAN_CHANGES_CHANNEL, SUPPRESSION_CHANGES_CHANNEL,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -17,6 +19,7 @@ use crate::auth::KeyAuth;
 use crate::key_cache::KeyCacheRecord;
 use crate::plans::cache::PlanCache;
 use crate::store;
+use crate::suppression::SuppressionCache;
 
 /// How often the listener sends itself a probe through Redis.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -64,12 +67,13 @@ pub async fn revoke(
     Ok(true)
 }
 
-/// A subscriber to the revocation channel and the tracking-plan channel (it resubscribes by
+/// A subscriber to the revocation, tracking-plan and suppression channels (it resubscribes by
 /// itself after a reconnect).
 pub async fn subscribe(settings: &RedisSettings) -> anyhow::Result<SubscriberClient> {
     let subscriber = sluice_shared::redis::connect_subscriber(settings).await?;
     subscriber.subscribe(KEY_REVOCATIONS_CHANNEL).await?;
     subscriber.subscribe(PLAN_CHANGES_CHANNEL).await?;
+    subscriber.subscribe(SUPPRESSION_CHANGES_CHANNEL).await?;
     Ok(subscriber)
 }
 
@@ -82,6 +86,7 @@ pub fn spawn_listener(
     redis: Client,
     auth: KeyAuth,
     plans: PlanCache,
+    suppressions: SuppressionCache,
     heart: Heart,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -98,6 +103,11 @@ pub fn spawn_listener(
                             plans.forget(account).await;
                         }
                     }
+                    Ok(msg) if &*msg.channel == SUPPRESSION_CHANGES_CHANNEL => {
+                        if let Some(account) = msg.value.as_str().and_then(|a| a.parse().ok()) {
+                            suppressions.forget(account).await;
+                        }
+                    }
                     Ok(msg) => {
                         match msg.value.as_str() {
                             Some(text) if text.starts_with(PROBE_PREFIX) => {}
@@ -112,6 +122,7 @@ pub fn spawn_listener(
                         tracing::warn!(missed = n, "announcements lost; clearing key and plan caches");
                         auth.forget_all();
                         plans.forget_all();
+                        suppressions.forget_all();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },

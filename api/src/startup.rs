@@ -12,8 +12,8 @@ use sluice_shared::config::Settings;
 use sluice_shared::jwt::Jwt;
 
 use crate::routes::{
-    anomalies, auth, channels, dlq, docs, events, export, keys, live, posthog, quarantine, rules,
-    schemas, segment, sources, webhooks,
+    anomalies, auth, channels, dlq, docs, events, export, keys, live, posthog, privacy, quarantine,
+    rules, schemas, segment, sources, webhooks,
 };
 use crate::state::{AppState, Connections};
 
@@ -152,6 +152,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ],
     ))
     .service(at(
+        "/api/v1/account/retention",
+        vec![
+            (Method::GET, web::to(privacy::get_retention)),
+            (Method::PUT, web::to(privacy::put_retention)),
+        ],
+    ))
+    .service(
+        at(
+            "/api/v1/regulations",
+            vec![
+                (Method::POST, web::to(privacy::create_regulation)),
+                (Method::GET, web::to(privacy::list_regulations)),
+            ],
+        )
+        .app_data(sluice_http::server::json_config(
+            privacy::REGULATION_BODY_LIMIT,
+        )),
+    )
+    .service(at(
+        "/api/v1/regulations/{id}",
+        vec![(Method::GET, web::to(privacy::get_regulation))],
+    ))
+    .service(at(
+        "/api/v1/suppressions",
+        vec![(Method::GET, web::to(privacy::list_suppressions))],
+    ))
+    .service(at(
         "/api/v1/channels",
         vec![
             (Method::POST, web::to(channels::create)),
@@ -280,6 +307,7 @@ fn spawn_loops(
             state.redis.clone(),
             state.auth.clone(),
             state.plans.clone(),
+            state.suppressions.clone(),
             lifecycle.heart("revocation_listener", crate::revocation::PROBE_EVERY * 3),
         ),
         crate::auth::spawn_last_used_writer(

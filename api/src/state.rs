@@ -18,6 +18,7 @@ use crate::limits::{KeyQuotas, LoginLimiter, PasswordSlots, TrustedProxies};
 use crate::plans::cache::PlanCache;
 use crate::sources::registry::SourceCache;
 use crate::store;
+use crate::suppression::{Suppressed, SuppressionCache};
 
 pub struct AppState {
     pub settings: Settings,
@@ -37,6 +38,8 @@ pub struct AppState {
     pub sources: SourceCache,
     /// Tracking plans, as ingest judges events by them.
     pub plans: PlanCache,
+    /// Suppressed users, whose events ingest refuses (as a success).
+    pub suppressions: SuppressionCache,
     /// This instance's live WebSocket clients, by account.
     pub live: Arc<crate::live_hub::LiveHub>,
     /// Bodies being read before their key is known (the SDK intakes' key travels in the body).
@@ -110,6 +113,10 @@ impl AppState {
             mongo: connections.mongo.clone(),
             sources: SourceCache::new(Duration::from_millis(settings.sources.source_cache_ttl_ms)),
             plans: PlanCache::new(Duration::from_secs(settings.schemas.refresh_secs.max(1))),
+            suppressions: SuppressionCache::new(
+                &settings.redis.key_prefix,
+                Duration::from_secs(settings.privacy.suppression_refresh_secs.max(1)),
+            ),
             live: Arc::new(crate::live_hub::LiveHub::new(
                 settings.rules.live_client_buffer,
             )),
@@ -125,6 +132,14 @@ impl AppState {
         self.unauthenticated_reads
             .try_acquire()
             .map_err(|_| ApiError::UnauthenticatedReadsBusy)
+    }
+
+    /// The account's suppressed users; 503 when they were never read and Redis cannot be.
+    pub async fn suppressed(&self, account: uuid::Uuid) -> Result<Arc<Suppressed>, ApiError> {
+        self.suppressions
+            .get(&self.redis, account)
+            .await
+            .map_err(ApiError::QueueUnavailable)
     }
 
     /// Refuses early, before the body is read, when the queue cannot take more.

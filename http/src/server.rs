@@ -361,7 +361,7 @@ fn cors(origin: Option<&str>, open: Vec<&'static str>) -> actix_cors::Cors {
 }
 
 /// `web::Json` bodies: errors in the contract's shape.
-fn json_config(limit: usize) -> web::JsonConfig {
+pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
         .error_handler(|err, req| {

@@ -1207,10 +1207,215 @@
     connect();
   }
 
+  // ---- privacy ---------------------------------------------------------------------------------
+  // Privacy (docs/PRIVACY.md): how long each store keeps the account's data (retention), the
+  // regulations that suppress, delete or unsuppress users by userId (workers carry them out in the
+  // background), and the users suppressed now. While a regulation shown is pending or running it
+  // is asked for again every 2 s; leaving the page stops that.
+  const RETENTION = [
+    ["eventsDays", "ret-events", "Events"],
+    ["deadLettersDays", "ret-dead-letters", "Dead letters"],
+    ["quarantineDays", "ret-quarantine", "Quarantine"],
+    ["anomaliesDays", "ret-anomalies", "Anomalies"],
+  ];
+  const REGULATIONS = {
+    suppress: "Their new events are dropped from now on; what is stored of them stays.",
+    suppress_with_delete: "Their new events are dropped from now on, and what is stored of them is deleted.",
+    delete_only: "What is stored of them is deleted; their new events are still taken in.",
+    unsuppress: "Their new events are taken in again (it ends a suppression).",
+  };
+  const DELETES = ["suppress_with_delete", "delete_only"];
+  const STATUSES = ["pending", "running", "finished", "failed"];
+  const statusBadge = (s) => h("span", { class: "reg-status reg-status-" + (STATUSES.includes(s) ? s : "other") }, s);
+  const usersText = (n) => (n === 1 ? "1 user" : fmt(n) + " users");
+
+  async function privacyPage() {
+    let left = false;
+    const field = (label, input, hint, id) => h("div", {}, h("label", { for: input.id }, label), input, hint ? h("div", { class: "muted hint", id }, hint) : null);
+
+    // ---- retention
+    const days = Object.fromEntries(RETENTION.map(([k, id]) => [k, h("input", { id, type: "number", min: 1, max: 3650, step: 1, required: true })]));
+    const retentionState = h("p", { class: "muted", id: "retention-state", role: "status" }, "Loading…");
+    const daysText = (r) => RETENTION.map(([k, , label]) => label.toLowerCase() + " " + fmt(r[k]) + " days").join(", ");
+    const showRetention = (r) => {
+      RETENTION.forEach(([k]) => { days[k].value = r[k] != null ? String(r[k]) : ""; });
+      retentionState.textContent = "In effect: " + daysText(r) + ".";
+    };
+    const loadRetention = async () => {
+      try {
+        const r = await api("GET", "/api/v1/account/retention");
+        if (!left) showRetention(r);
+      } catch (e) {
+        retentionState.textContent = "The retention in effect cannot be shown: " + e.message;
+      }
+    };
+    const retentionForm = h("form", { class: "card", id: "retention-form", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      const r = await api("PUT", "/api/v1/account/retention", Object.fromEntries(RETENTION.map(([k]) => [k, Number(days[k].value)])));
+      showRetention(r);
+      say("Retention saved: " + daysText(r) + ".", true);
+    }) },
+      h("div", { class: "inline" }, RETENTION.map(([k, , label]) => field(label + " (days)", days[k])),
+        h("button", { type: "submit", id: "save-retention" }, "Save")),
+      h("p", { class: "muted hint" }, "How many days each store keeps the account's data (1–3,650); older data is deleted."),
+      retentionState);
+
+    // ---- regulations
+    const type = h("select", { id: "regulation-type", "aria-describedby": "regulation-type-hint" }, Object.keys(REGULATIONS).map((t) => h("option", { value: t }, t)));
+    const typeHint = h("div", { class: "muted hint", id: "regulation-type-hint" });
+    const onType = () => { typeHint.textContent = REGULATIONS[type.value]; };
+    type.addEventListener("change", onType);
+    onType();
+    const userIds = h("textarea", { id: "regulation-user-ids", rows: 5, required: true, spellcheck: "false", placeholder: "user-1\nuser-2",
+      "aria-describedby": "regulation-user-ids-hint" });
+    // One userId a line, or separated by commas; blanks dropped, each once.
+    const parseIds = (text) => [...new Set(text.split(/[\r\n,]+/).map((s) => s.trim()).filter(Boolean))];
+    const regStatus = h("select", { id: "reg-status" }, ["", ...STATUSES].map((s) => h("option", { value: s }, s || "every status")));
+    const regUser = h("input", { id: "reg-user-id", maxlength: 128, placeholder: "every user" });
+    const regList = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    let regs = [], regCursor, regApplied = {}, regAsked = 0, poll = null, polling = false;
+    const regMore = h("button", { type: "button", class: "secondary", id: "regulations-more", hidden: true, onclick: guard(() => loadRegs(false)) }, "Load older regulations");
+    const regRow = (r) => {
+      const ids = r.userIds || [];
+      const counts = Object.entries(r.counts || {});
+      return h("tr", { "data-regulation-id": r.id, "data-status": r.status },
+        h("td", { class: "type" }, h("code", {}, r.type)),
+        h("td", { class: "users" }, usersText(ids.length), ids.length ? ": " : null,
+          ids.slice(0, 3).flatMap((id, i) => [i ? ", " : null, h("code", {}, id)]), ids.length > 3 ? ` and ${fmt(ids.length - 3)} more` : null),
+        h("td", { class: "status" }, statusBadge(r.status), r.error ? h("div", { class: "reg-error" }, r.error) : null),
+        h("td", { class: "created" }, when(r.createdAt)),
+        h("td", { class: "finished" }, r.finishedAt ? when(r.finishedAt) : r.startedAt ? h("span", { class: "muted" }, "started " + when(r.startedAt)) : "—"),
+        h("td", { class: "counts" }, counts.length
+          ? counts.flatMap(([k, n], i) => [i ? " · " : null, h("span", { class: "count", "data-key": k }, k + ": " + fmt(n))])
+          : "—"));
+    };
+    const renderRegs = () => {
+      if (!regs.length) {
+        regList.replaceChildren(h("p", { class: "muted", id: "regulations-empty" },
+          regApplied.status || regApplied.userId ? "No regulations match." : "No regulations yet: submit one above."));
+        return;
+      }
+      regList.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "regulations" },
+        h("tr", {}, ["Type", "Users", "Status", "Created", "Finished", "Counts"].map((t) => h("th", {}, t))),
+        regs.map(regRow))));
+    };
+    const active = (r) => r.status === "pending" || r.status === "running";
+    // The 2 s refresh runs while a regulation shown is pending or running, and only then.
+    const watch = () => {
+      const busy = !left && regs.some(active);
+      if (busy && !poll) {
+        poll = setInterval(tick, 2000);
+        timers.push(poll);
+      } else if (!busy && poll) {
+        clearInterval(poll);
+        timers = timers.filter((t) => t !== poll);
+        poll = null;
+      }
+    };
+    const loadRegs = async (fresh) => {
+      // Only the answer to the latest question is shown (a filter changed while one was on its way).
+      const mine = ++regAsked;
+      const r = await api("GET", query("/api/v1/regulations", { ...regApplied, limit: 20, before: fresh ? undefined : regCursor }));
+      if (mine !== regAsked || left) return;
+      regs = fresh ? r.regulations : regs.concat(r.regulations);
+      regCursor = r.nextBefore;
+      regMore.hidden = !regCursor;
+      renderRegs();
+      watch();
+    };
+    // Each pending or running regulation shown, asked for again; a change of status may change who
+    // is suppressed. Not through guard: it would clear the message of a submit every 2 s.
+    async function tick() {
+      if (polling || left) return;
+      polling = true;
+      try {
+        const asked = regAsked;
+        const was = new Map(regs.map((r) => [r.id, r.status]));
+        const now = await Promise.all(regs.filter(active).map((r) => api("GET", "/api/v1/regulations/" + encodeURIComponent(r.id))));
+        if (left || asked !== regAsked) return; // the list was shown again meanwhile
+        const byId = new Map(now.map((r) => [r.id, r]));
+        regs = regs.map((r) => byId.get(r.id) || r);
+        renderRegs();
+        if (now.some((r) => was.get(r.id) !== r.status)) await loadSuppressions();
+      } catch (e) {
+        if (!left) say("The regulations cannot be refreshed: " + e.message);
+      } finally {
+        polling = false;
+        watch();
+      }
+    }
+    const regForm = h("form", { class: "card", id: "new-regulation", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      const ids = parseIds(userIds.value);
+      if (!ids.length) { userIds.focus(); throw new Error("Enter at least one userId."); }
+      if (ids.length > 5000) throw new Error(`A regulation takes at most 5,000 userIds; these are ${fmt(ids.length)}.`);
+      const t = type.value;
+      if (DELETES.includes(t) && !confirm(`Delete what is stored of ${ids.length === 1 ? "“" + ids[0] + "”" : fmt(ids.length) + " users"}` +
+        " (events, quarantined events, dead letters, anomaly samples, identity links)? It cannot be undone.")) return;
+      const r = await api("POST", "/api/v1/regulations", { type: t, userIds: ids });
+      userIds.value = "";
+      // The new regulation is on top of the unfiltered list.
+      regStatus.value = "";
+      regUser.value = "";
+      regApplied = {};
+      await loadRegs(true);
+      // One carried out already is in the list shown; one still pending is followed by the 2 s refresh.
+      await loadSuppressions().catch(() => {});
+      say(`Regulation ${r.type} of ${usersText((r.userIds || ids).length)} submitted: workers carry it out in the background, and its status below follows it.`, true);
+    }) },
+      h("div", { class: "inline" },
+        field("Type", type, null),
+        field("userIds (one a line, or separated by commas; at most 5,000)", userIds)),
+      typeHint,
+      h("div", { class: "muted hint", id: "regulation-user-ids-hint" },
+        "Anonymous ids linked to a userId (by identify or alias) are regulated with it."),
+      h("button", { type: "submit", id: "submit-regulation" }, "Submit regulation"));
+    const regFilter = h("form", { class: "inline card", id: "regulations-filter", onsubmit: guard(async (ev) => {
+      ev.preventDefault();
+      regApplied = { status: regStatus.value, userId: regUser.value.trim() };
+      await loadRegs(true);
+    }) },
+      field("Status", regStatus), field("userId", regUser),
+      h("button", { type: "submit" }, "Show"));
+    regStatus.addEventListener("change", () => regFilter.requestSubmit());
+
+    // ---- suppressed users
+    const supList = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const supPages = pager("sup", async (before) => {
+      const r = await api("GET", query("/api/v1/suppressions", { limit: 50, before }));
+      if (left) return r;
+      if (!r.suppressions.length) {
+        supList.replaceChildren(h("p", { class: "muted", id: "suppressions-empty" }, before ? "No older suppressions." :
+          "No user is suppressed. A suppress or suppress_with_delete regulation adds its users here once carried out."));
+        return r;
+      }
+      supList.replaceChildren(h("div", { class: "table-wrap" }, h("table", { id: "suppressions" },
+        h("tr", {}, ["userId", "Via (the regulated userId)", "Regulation", "Since"].map((t) => h("th", {}, t))),
+        r.suppressions.map((s) => h("tr", { "data-user-id": s.userId, "data-regulation-id": s.regulationId },
+          h("td", { class: "user-id" }, h("code", {}, s.userId)),
+          h("td", { class: "via" }, s.via == null || s.via === s.userId ? h("span", { class: "muted" }, "itself") : ["linked to ", h("code", {}, s.via)]),
+          h("td", { class: "regulation" }, h("code", {}, s.regulationId)),
+          h("td", { class: "since" }, when(s.since)))))));
+      return r;
+    });
+    const loadSuppressions = () => supPages.first();
+
+    cleanups.push(() => { left = true; });
+    render("Privacy",
+      h("p", {}, "How long the account's data is kept, and regulations by userId: suppress a person's new events, delete what is stored of them, or both. ",
+        "A person's copy of their data is an export: ", h("code", {}, "GET /api/v1/users/{userId}/export"), "."),
+      h("h2", {}, "Retention"), retentionForm,
+      h("h2", {}, "Regulations"), regForm, regFilter, regList, regMore,
+      h("h2", {}, "Suppressed users ", h("button", { type: "button", class: "link", id: "suppressions-refresh", onclick: guard(loadSuppressions) }, "refresh")),
+      h("p", { class: "muted" }, "Their events are dropped as they arrive, until an unsuppress regulation ends it."),
+      supList, supPages.controls);
+    await Promise.all([loadRetention(), guard(() => loadRegs(true))(), guard(loadSuppressions)()]);
+  }
+
   // ---- routing ---------------------------------------------------------------------------------
   const routes = { "/overview": overviewPage, "/keys": keysPage, "/sources": sourcesPage, "/plan": planPage, "/quarantine": quarantinePage,
     "/events": eventsPage, "/pipeline": pipelinePage, "/dlq": dlqPage, "/users": usersPage,
-    "/rules": rulesPage, "/anomalies": anomaliesPage, "/live": livePage };
+    "/rules": rulesPage, "/anomalies": anomaliesPage, "/live": livePage, "/privacy": privacyPage };
   async function route() {
     timers.forEach(clearInterval);
     timers = [];

@@ -19,6 +19,49 @@ pub struct Settings {
     pub sources: SourcesSettings,
     pub schemas: SchemasSettings,
     pub rules: RulesSettings,
+    pub privacy: PrivacySettings,
+}
+
+/// Retention, regulations and suppression (docs/PRIVACY.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PrivacySettings {
+    /// Days an account's events are kept (by their `timestamp`) when it set nothing.
+    pub events_days: u32,
+    /// Days dead letters are kept (by `failedAt`).
+    pub dead_letters_days: u32,
+    /// Days quarantined events are kept (by their `timestamp`).
+    pub quarantine_days: u32,
+    /// Days anomalies are kept (by `detectedAt`).
+    pub anomalies_days: u32,
+    /// The longest retention an account may set, in days.
+    pub max_days: u32,
+    /// How often a worker applies retention to every account.
+    pub retention_interval_secs: u64,
+    /// How often a worker looks for a regulation to carry out.
+    pub regulation_poll_ms: u64,
+    /// A regulation a worker took is taken again by another after this long without progress
+    /// (its worker died).
+    pub regulation_lease_secs: u64,
+    /// How long an api instance holds an account's suppressed users before reading them again,
+    /// announcements aside (a missed one heals).
+    pub suppression_refresh_secs: u64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self {
+            events_days: 395,
+            dead_letters_days: 30,
+            quarantine_days: 30,
+            anomalies_days: 90,
+            max_days: 3650,
+            retention_interval_secs: 900,
+            regulation_poll_ms: 1_000,
+            regulation_lease_secs: 60,
+            suppression_refresh_secs: 60,
+        }
+    }
 }
 
 /// Rules, anomalies, channels and the live WebSocket (docs/RULES.md).

@@ -23,6 +23,15 @@ pub const QUARANTINE_COLLECTION: &str = "events_quarantine";
 /// Pub/sub channel on which a tracking-plan change (an account id) is announced to every api
 /// instance.
 pub const PLAN_CHANGES_CHANNEL: &str = "sluice:plans:changed";
+/// Pub/sub channel on which a change of an account's suppressed users (an account id) is
+/// announced to every api instance.
+pub const SUPPRESSION_CHANGES_CHANNEL: &str = "sluice:suppressions:changed";
+/// Regulations (suppress / delete requests by userId), kept for audit.
+pub const REGULATIONS_COLLECTION: &str = "regulations";
+/// The identities (userIds and linked anonymousIds) whose events are refused, per account.
+pub const SUPPRESSIONS_COLLECTION: &str = "suppressions";
+/// Per-account retention settings (the defaults apply to accounts without one).
+pub const RETENTION_COLLECTION: &str = "retention";
 
 /// `apikey:{sha256}`: the Redis cache of an API key's owner (or of its absence).
 pub fn api_key_cache_key(key_hash: &str) -> String {
@@ -32,4 +41,10 @@ pub fn api_key_cache_key(key_hash: &str) -> String {
 /// `{accountId}:{eventId}`: the MongoDB `_id` of a stored event, the final dedup guard.
 pub fn event_document_id(account_id: &str, event_id: &str) -> String {
     format!("{account_id}:{event_id}")
+}
+
+/// `<prefix>:{a<accountId>}:suppressed`: the Redis set of an account's suppressed identities
+/// (userIds and linked anonymousIds), read by every api instance on ingest.
+pub fn suppressed_key(prefix: &str, account_id: &str) -> String {
+    format!("{prefix}:{{a{account_id}}}:suppressed")
 }

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod dead_letter;
 pub mod event;
 pub mod indexes;
+pub mod privacy;
 pub mod reason;
 pub mod replay;
 

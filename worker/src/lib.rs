@@ -3,6 +3,7 @@
 pub mod batching;
 pub mod consumer;
 pub mod maintenance;
+pub mod privacy;
 pub mod reconcile;
 pub mod retry;
 pub mod rollup_buffer;

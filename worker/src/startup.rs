@@ -52,6 +52,7 @@ impl Application {
                 sluice_http::startup::retry_until_ok("mongodb", || async {
                     sluice_store::ensure_indexes(&db).await?;
                     sluice_rules::store::ensure_indexes(&db).await?;
+                    sluice_store::privacy::ensure_indexes(&db).await?;
                     crate::rollups::ensure_indexes(&db).await
                 })
                 .await;
@@ -144,9 +145,20 @@ impl Application {
         }));
         lifecycle.set_ready(true);
         let (tx, rx) = watch::channel(false);
-        let maintenance =
-            crate::maintenance::spawn(redis.clone(), settings.clone(), consumer_name, rx.clone());
+        let maintenance = crate::maintenance::spawn(
+            redis.clone(),
+            settings.clone(),
+            consumer_name.clone(),
+            rx.clone(),
+        );
         let reconciler = crate::reconcile::spawn(db.clone(), settings.clone(), rx.clone());
+        let privacy = crate::privacy::spawn(
+            redis.clone(),
+            db.clone(),
+            settings.clone(),
+            consumer_name.clone(),
+            rx.clone(),
+        );
         let deadline = Duration::from_millis(settings.worker.shutdown_deadline_ms);
         let rules = crate::rules::start(
             redis.clone(),
@@ -188,6 +200,9 @@ impl Application {
         }
         maintenance.abort();
         reconciler.abort();
+        for task in privacy {
+            task.abort();
+        }
         for task in rules.tasks {
             task.abort();
         }

@@ -21,7 +21,7 @@ use sluice_shared::error::ErrorBody;
         description = "One event; `Content-Encoding: gzip` is accepted (limits apply to the decompressed size)"),
     responses(
         (status = 202, description = "Queued (`accepted`), or queued for quarantine by the account's tracking plan (`quarantined`)", body = EventReply),
-        (status = 200, description = "Already seen within the dedup window", body = EventReply),
+        (status = 200, description = "Already seen within the dedup window (`duplicate`), or of a suppressed user (`suppressed`, never queued)", body = EventReply),
         (status = 400, description = "Malformed JSON (`malformed_json`) or a schema violation (`invalid_event`, with a JSON pointer per violation)", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked key", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
@@ -52,12 +52,25 @@ pub async fn ingest_one(
     let plan = state.plans.get(&state.pool, owner.account_id).await;
     plan.judge(&mut queued)
         .inspect_err(|err| count("rejected", reason_of(err), 1))?;
+    if state.suppressed(owner.account_id).await?.covers(&queued) {
+        return Ok(answer_suppressed(&queued));
+    }
     let outcomes = state
         .enqueuer
         .enqueue(std::slice::from_ref(&queued), &request_id.to_string())
         .await
         .map_err(ApiError::QueueUnavailable)?;
     Ok(answer_one(&queued, outcomes.first()))
+}
+
+/// The answer to one event of a suppressed user: 200 `suppressed` (an SDK does not send it again),
+/// never queued.
+pub fn answer_suppressed(event: &QueuedEvent) -> HttpResponse {
+    crate::suppression::count(1);
+    HttpResponse::Ok().json(EventReply {
+        event_id: &event.event_id,
+        status: EventStatus::Suppressed,
+    })
 }
 
 /// The answer to one event once it went through the enqueue: 202 `accepted` (or `quarantined` by
@@ -75,6 +88,7 @@ pub fn answer_one(event: &QueuedEvent, outcome: Option<&Outcome>) -> HttpRespons
         EventStatus::Accepted => "accepted",
         EventStatus::Duplicate => "duplicate",
         EventStatus::Quarantined => "quarantined",
+        EventStatus::Suppressed => "suppressed",
     };
     count(outcome, "", 1);
     HttpResponse::build(status).json(EventReply {
@@ -115,6 +129,7 @@ pub async fn ingest_batch(
     drop(batch);
     let plan = state.plans.get(&state.pool, owner.account_id).await;
     judged.apply_plan(&plan);
+    judged.suppress(&*state.suppressed(owner.account_id).await?);
     drop(body);
 
     let outcomes = if judged.events.is_empty() {

@@ -18,6 +18,7 @@ pub async fn queue(
     let mut judged = JudgedBatch::from_items(items);
     let plan = state.plans.get(&state.pool, account).await;
     judged.apply_plan(&plan);
+    judged.suppress(&*state.suppressed(account).await?);
     let outcomes = if judged.events.is_empty() {
         Vec::new()
     } else {

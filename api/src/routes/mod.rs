@@ -11,6 +11,7 @@ pub mod intake;
 pub mod keys;
 pub mod live;
 pub mod posthog;
+pub mod privacy;
 pub mod quarantine;
 pub mod rules;
 pub mod schemas;

@@ -81,6 +81,9 @@ pub async fn deliver(
     let plan = state.plans.get(&state.pool, source.account_id).await;
     plan.judge(&mut event)
         .inspect_err(|e| count("rejected", crate::ingest::reason_of(e), 1))?;
+    if state.suppressed(source.account_id).await?.covers(&event) {
+        return Ok(crate::routes::events::answer_suppressed(&event));
+    }
     let outcomes = state
         .enqueuer
         .enqueue(std::slice::from_ref(&event), &request_id.to_string())

@@ -9,6 +9,7 @@ mod export;
 mod flow;
 mod headers;
 mod plans;
+mod privacy;
 mod rules;
 mod sources;
 mod startup;

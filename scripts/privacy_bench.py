@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Privacy: what a user's deletion and export cost. Figures for docs/PRIVACY.md:
+
+1. Export: one user's USER_EVENTS events through `GET /api/v1/users/{userId}/export` (events/s).
+2. Deletion: `suppress_with_delete` of that user, timed from the 202 to `finished`, while
+   LOADERS clients ingest batches of 100 events of other users as fast as they are answered; the
+   api's accepted events/s for LOAD_SECS before the deletion and during it, side by side.
+
+Runs api and worker processes of its own (ports 3031/3033, a key prefix and a MongoDB database of
+their own) on the infrastructure `make up` / `make infra` started; the binaries from
+target/release if built, else target/debug (say which with the figures). The MongoDB stand-in
+stores a few thousand events a second: USER_EVENTS takes a while to store first.
+Usage: .venv/bin/python scripts/privacy_bench.py   Env: USER_EVENTS (100000), LOADERS (4),
+LOAD_SECS (10), PROFILE (release or debug).
+"""
+import json, os, subprocess, threading, time, urllib.request, uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_EVENTS = int(os.environ.get("USER_EVENTS", "100000"))
+LOADERS = int(os.environ.get("LOADERS", "4"))
+LOAD_SECS = float(os.environ.get("LOAD_SECS", "10"))
+API, WORKER = 3031, 3033
+PROFILE = os.environ.get("PROFILE") or ("release" if (ROOT / "target/release/sluice-api").exists() else "debug")
+
+
+def env(run):
+    e = dict(os.environ)
+    e.update({
+        "SLUICE_REDIS__URL": e.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
+        "SLUICE_POSTGRES__URL": e.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
+        "SLUICE_MONGO__URL": e.get("SLUICE_MONGO__URL", "mongodb://127.0.0.1:27018/?directConnection=true"),
+        "SLUICE_REDIS__KEY_PREFIX": f"pbench-{run}",
+        "SLUICE_MONGO__DATABASE": f"sluice_pbench_{run[:12]}",
+        "SLUICE_API__PORT": str(API),
+        "SLUICE_WORKER__PORT": str(WORKER),
+        "SLUICE_WORKER__CONSUMER_NAME": f"pbench-{run}",
+        "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
+        "SLUICE_AUTH__LOGIN_PER_MINUTE": "1000",
+        "SLUICE_AUTH__KEY_QUOTA_PER_SEC": "1000000",
+        "SLUICE_AUTH__KEY_QUOTA_BURST": "1000000",
+        "RUST_LOG": "warn",
+    })
+    return e
+
+
+def start(binary, run, port):
+    p = subprocess.Popen([str(ROOT / "target" / PROFILE / binary)], env=env(run),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ready", timeout=1)
+            return p
+        except Exception:
+            time.sleep(0.1)
+    p.kill()
+    raise SystemExit(f"{binary} did not become ready")
+
+
+def call(method, path, body=None, token=None, key=None, raw=False):
+    req = urllib.request.Request(f"http://127.0.0.1:{API}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    if key:
+        req.add_header("x-api-key", key)
+    with urllib.request.urlopen(req, timeout=600) as r:
+        data = r.read()
+        return r.status, data if raw else json.loads(data or b"null")
+
+
+def stored(run, account, user=None):
+    import pymongo
+    client = pymongo.MongoClient("mongodb://127.0.0.1:27018/?directConnection=true")
+    try:
+        q = {"accountId": account}
+        if user:
+            q["userId"] = user
+        return client[f"sluice_pbench_{run[:12]}"].events.count_documents(q)
+    finally:
+        client.close()
+
+
+def drop(run):
+    import pymongo
+    client = pymongo.MongoClient("mongodb://127.0.0.1:27018/?directConnection=true")
+    client.drop_database(f"sluice_pbench_{run[:12]}")
+    client.close()
+
+
+def load(key, secs, tag):
+    """LOADERS clients, batches of 100 events of other users, for `secs`; accepted events/s."""
+    accepted, stop = [0] * LOADERS, time.monotonic() + secs
+
+    def client(i):
+        n = 0
+        while time.monotonic() < stop:
+            events = [{"eventType": "view", "userId": f"other-{j % 50}", "eventId": f"{tag}-{i}-{n}-{j}"}
+                      for j in range(100)]
+            n += 1
+            status, body = call("POST", "/api/v1/events/batch", {"events": events}, key=key)
+            if status == 202:
+                accepted[i] += body["accepted"]
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(LOADERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(accepted) / (time.monotonic() - t0)
+
+
+def main():
+    run = uuid.uuid4().hex
+    print(f"binaries: target/{PROFILE}; {USER_EVENTS} events of one user", flush=True)
+    api, worker = start("sluice-api", run, API), start("sluice-worker", run, WORKER)
+    try:
+        email = f"pbench-{run[:12]}@example.com"
+        call("POST", "/api/v1/auth/register", {"email": email, "password": "bench-password-123"})
+        _, login = call("POST", "/api/v1/auth/login", {"email": email, "password": "bench-password-123"})
+        token = login["token"]
+        _, k = call("POST", "/api/v1/keys", {"name": "bench"}, token=token)
+        key = k["key"]
+        _, me = call("GET", "/api/v1/auth/me", token=token)
+        account = me.get("accountId") or me["id"]
+        t0 = time.monotonic()
+        for b in range(USER_EVENTS // 1000):
+            events = [{"eventType": "purchase", "userId": "victim", "eventId": f"v{b}-{i}",
+                       "properties": {"amount": i, "plan": "pro"}} for i in range(1000)]
+            status, _ = call("POST", "/api/v1/events/batch", {"events": events}, key=key)
+            assert status == 202, status
+        while stored(run, account, "victim") < USER_EVENTS:
+            time.sleep(1)
+        print(f"stored {USER_EVENTS} events of the user in {time.monotonic() - t0:.0f} s", flush=True)
+
+        t0 = time.monotonic()
+        status, body = call("GET", "/api/v1/users/victim/export", token=token, raw=True)
+        secs = time.monotonic() - t0
+        lines = body.count(b"\n")
+        assert status == 200 and lines == USER_EVENTS, (status, lines)
+        print(f"export: {lines} events ({len(body) / 2**20:.1f} MiB NDJSON) in {secs:.1f} s = "
+              f"{lines / secs:,.0f} events/s", flush=True)
+
+        before = load(key, LOAD_SECS, "before")
+        print(f"ingest before the deletion: {before:,.0f} events/s accepted ({LOADERS} clients, batches of 100)",
+              flush=True)
+        status, reg = call("POST", "/api/v1/regulations", {"type": "suppress_with_delete", "userIds": ["victim"]},
+                           token=token)
+        assert status == 202, reg
+        t0 = time.monotonic()
+        result = {}
+
+        def wait_finished():
+            while True:
+                _, r = call("GET", f"/api/v1/regulations/{reg['id']}", token=token)
+                if r["status"] in ("finished", "failed"):
+                    result.update(r, secs=time.monotonic() - t0)
+                    return
+                time.sleep(0.2)
+
+        waiter = threading.Thread(target=wait_finished)
+        waiter.start()
+        during, n = [], 0
+        while waiter.is_alive():
+            during.append(load(key, min(LOAD_SECS, 5), f"during{n}"))
+            n += 1
+        waiter.join()
+        left = stored(run, account, "victim")
+        print(f"suppress_with_delete: {result['status']} after {result['secs']:.1f} s; counts {result['counts']}; "
+              f"events of the user left: {left}", flush=True)
+        print(f"ingest during the deletion: {sum(during) / len(during):,.0f} events/s accepted "
+              f"(before: {before:,.0f})", flush=True)
+    finally:
+        for p in (worker, api):
+            p.terminate()
+            p.wait(timeout=30)
+        drop(run)
+
+
+if __name__ == "__main__":
+    main()
