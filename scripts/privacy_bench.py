@@ -3,23 +3,25 @@
 
 1. Export: one user's USER_EVENTS events through `GET /api/v1/users/{userId}/export` (events/s).
 2. Deletion: `suppress_with_delete` of that user, timed from the 202 to `finished`, while
-   LOADERS clients ingest batches of 100 events of other users as fast as they are answered; the
-   api's accepted events/s for LOAD_SECS before the deletion and during it, side by side.
+   LOADERS clients offer RATE events/s of other users in batches of 100 (a rate the worker stores,
+   so the backlog a deletion waits for stays small); accepted events/s and request latency for
+   LOAD_SECS before the deletion and during it, side by side.
 
 Runs api and worker processes of its own (ports 3031/3033, a key prefix and a MongoDB database of
 their own) on the infrastructure `make up` / `make infra` started; the binaries from
 target/release if built, else target/debug (say which with the figures). The MongoDB stand-in
 stores a few thousand events a second: USER_EVENTS takes a while to store first.
-Usage: .venv/bin/python scripts/privacy_bench.py   Env: USER_EVENTS (100000), LOADERS (4),
+Usage: .venv/bin/python scripts/privacy_bench.py   Env: USER_EVENTS (100000), LOADERS (4), RATE (800),
 LOAD_SECS (10), PROFILE (release or debug).
 """
-import json, os, subprocess, threading, time, urllib.request, uuid
+import json, os, subprocess, threading, time, urllib.error, urllib.request, uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_EVENTS = int(os.environ.get("USER_EVENTS", "100000"))
 LOADERS = int(os.environ.get("LOADERS", "4"))
 LOAD_SECS = float(os.environ.get("LOAD_SECS", "10"))
+RATE = int(os.environ.get("RATE", "800"))
 API, WORKER = 3031, 3033
 PROFILE = os.environ.get("PROFILE") or ("release" if (ROOT / "target/release/sluice-api").exists() else "debug")
 
@@ -90,18 +92,26 @@ def drop(run):
 
 
 def load(key, secs, tag):
-    """LOADERS clients, batches of 100 events of other users, for `secs`; accepted events/s."""
-    accepted, stop = [0] * LOADERS, time.monotonic() + secs
+    """RATE events/s offered in batches of 100 by LOADERS clients (open loop, a rate the worker
+    keeps up with, so the backlog stays small); (accepted events/s, p50 ms, p99 ms, shed)."""
+    stop, lat, accepted, shed = time.monotonic() + secs, [], [0], [0]
+    every = LOADERS * 100 / RATE
 
     def client(i):
-        n = 0
-        while time.monotonic() < stop:
+        n, due = 0, time.monotonic() + i * every / LOADERS
+        while due < stop:
+            time.sleep(max(0.0, due - time.monotonic()))
+            due += every
             events = [{"eventType": "view", "userId": f"other-{j % 50}", "eventId": f"{tag}-{i}-{n}-{j}"}
                       for j in range(100)]
             n += 1
-            status, body = call("POST", "/api/v1/events/batch", {"events": events}, key=key)
-            if status == 202:
-                accepted[i] += body["accepted"]
+            t = time.monotonic()
+            try:
+                status, body = call("POST", "/api/v1/events/batch", {"events": events}, key=key)
+                lat.append(time.monotonic() - t)
+                accepted[0] += body["accepted"]
+            except urllib.error.HTTPError as e:
+                shed[0] += 100 if e.code == 503 else 0
 
     t0 = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(LOADERS)]
@@ -109,7 +119,9 @@ def load(key, secs, tag):
         t.start()
     for t in threads:
         t.join()
-    return sum(accepted) / (time.monotonic() - t0)
+    lat.sort()
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
+    return accepted[0] / (time.monotonic() - t0), pct(0.5), pct(0.99), shed[0]
 
 
 def main():
@@ -144,8 +156,8 @@ def main():
               f"{lines / secs:,.0f} events/s", flush=True)
 
         before = load(key, LOAD_SECS, "before")
-        print(f"ingest before the deletion: {before:,.0f} events/s accepted ({LOADERS} clients, batches of 100)",
-              flush=True)
+        print(f"ingest before the deletion: {before[0]:,.0f} events/s accepted of {RATE} offered, "
+              f"p50 {before[1]:.1f} ms, p99 {before[2]:.1f} ms, shed {before[3]}", flush=True)
         status, reg = call("POST", "/api/v1/regulations", {"type": "suppress_with_delete", "userIds": ["victim"]},
                            token=token)
         assert status == 202, reg
@@ -170,8 +182,10 @@ def main():
         left = stored(run, account, "victim")
         print(f"suppress_with_delete: {result['status']} after {result['secs']:.1f} s; counts {result['counts']}; "
               f"events of the user left: {left}", flush=True)
-        print(f"ingest during the deletion: {sum(during) / len(during):,.0f} events/s accepted "
-              f"(before: {before:,.0f})", flush=True)
+        rate = sum(d[0] for d in during) / len(during)
+        print(f"ingest during the deletion: {rate:,.0f} events/s accepted of {RATE} offered, "
+              f"p50 {max(d[1] for d in during):.1f} ms, p99 {max(d[2] for d in during):.1f} ms (worst window), "
+              f"shed {sum(d[3] for d in during)}", flush=True)
     finally:
         for p in (worker, api):
             p.terminate()
