@@ -41,14 +41,14 @@ pub struct RetentionView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetentionBody {
-    #[schema(minimum = 1, maximum = 3650)]
-    pub events_days: Option<i64>,
-    #[schema(minimum = 1, maximum = 3650)]
-    pub dead_letters_days: Option<i64>,
-    #[schema(minimum = 1, maximum = 3650)]
-    pub quarantine_days: Option<i64>,
-    #[schema(minimum = 1, maximum = 3650)]
-    pub anomalies_days: Option<i64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3650)]
+    pub events_days: Option<f64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3650)]
+    pub dead_letters_days: Option<f64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3650)]
+    pub quarantine_days: Option<f64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3650)]
+    pub anomalies_days: Option<f64>,
 }
 
 fn effective(state: &AppState, r: Option<&Retention>) -> RetentionView {
@@ -99,11 +99,12 @@ pub async fn put_retention(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let max = state.settings.privacy.max_days;
-    let days = |path: &str, v: Option<i64>| -> Result<Option<u32>, ApiError> {
+    // A JSON number with no fraction (`30`, `30.0`) is a whole number of days.
+    let days = |path: &str, v: Option<f64>| -> Result<Option<u32>, ApiError> {
         v.map(|n| {
-            u32::try_from(n)
-                .ok()
-                .filter(|n| (1..=max).contains(n))
+            Some(n)
+                .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(max))
+                .map(|n| n as u32)
                 .ok_or_else(|| {
                     ApiError::invalid_request(
                         path,
@@ -302,7 +303,7 @@ pub struct RegulationsQuery {
     #[param(pattern = "^(pending|running|finished|failed)$")]
     status: Option<String>,
     /// Only regulations naming this userId.
-    #[param(max_length = 128)]
+    #[param(min_length = 1, max_length = 128)]
     user_id: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
@@ -336,8 +337,17 @@ fn limit_of(raw: Option<&str>) -> Result<i64, ApiError> {
 
 fn before_of(raw: Option<&str>) -> Result<Option<(i64, String)>, ApiError> {
     raw.map(Cursor::parse)
+        .transpose()?
+        .map(|c| {
+            // Only dates of years 0 to 9999: what a page of this service can name.
+            DateTime::from_timestamp_millis(c.millis)
+                .filter(|t| (0..=9999).contains(&chrono::Datelike::year(t)))
+                .map(|_| (c.millis, c.id))
+                .ok_or_else(|| {
+                    ApiError::invalid_request("/before", "not a cursor this service returned")
+                })
+        })
         .transpose()
-        .map(|c| c.map(|c| (c.millis, c.id)))
 }
 
 #[utoipa::path(get, path = "/api/v1/regulations", tag = "privacy", security(("jwt" = [])),
@@ -368,6 +378,15 @@ pub async fn list_regulations(
             )),
         })
         .transpose()?;
+    if q.user_id
+        .as_deref()
+        .is_some_and(|u| !(1..=128).contains(&u.chars().count()))
+    {
+        return Err(ApiError::invalid_request(
+            "/userId",
+            "a userId of 1 to 128 characters",
+        ));
+    }
     let limit = limit_of(q.limit.as_deref())?;
     let before = before_of(q.before.as_deref())?;
     let docs = store::list_regulations(

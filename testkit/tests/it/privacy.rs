@@ -667,6 +667,43 @@ async fn bad_requests_are_refused_with_a_pointer_and_accounts_are_isolated() {
         assert_eq!(r.status, 400, "{}", r.body);
         assert_eq!(r.body["error"]["details"][0]["path"], path, "{}", r.body);
     }
+    for (body, path) in [(json!({"eventsDays": 2.5}), "/eventsDays")] {
+        let r = stack
+            .api()
+            .authed(
+                reqwest::Method::PUT,
+                "/api/v1/account/retention",
+                &a.token,
+                Some(&body),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.body["error"]["details"][0]["path"], path, "{}", r.body);
+    }
+    // A number without a fraction is a whole number of days, as JSON Schema's `integer` says.
+    let r = stack
+        .api()
+        .authed(
+            reqwest::Method::PUT,
+            "/api/v1/account/retention",
+            &a.token,
+            Some(&json!({"quarantineDays": 2826.0})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["quarantineDays"]),
+        (200, &json!(2826)),
+        "{}",
+        r.body
+    );
+    for query in [
+        "/api/v1/suppressions?before=-602466035605019626%3A%11",
+        "/api/v1/regulations?before=999999999999999999%3Ax",
+        &format!("/api/v1/regulations?userId={}", "u".repeat(129)),
+    ] {
+        let r = stack.api().get(query, Some(&a.token)).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+    }
     // 5,000 userIds is the most one regulation may name, and is taken.
     let many: Vec<String> = (0..5000).map(|i| format!("bulk-{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
