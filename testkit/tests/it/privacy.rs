@@ -696,13 +696,21 @@ async fn bad_requests_are_refused_with_a_pointer_and_accounts_are_isolated() {
         "{}",
         r.body
     );
+    let r = stack
+        .api()
+        .get(
+            &format!("/api/v1/regulations?userId={}", "u".repeat(129)),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A cursor the pattern allows names a page, however far its instant.
     for query in [
         "/api/v1/suppressions?before=-602466035605019626%3A%11",
         "/api/v1/regulations?before=999999999999999999%3Ax",
-        &format!("/api/v1/regulations?userId={}", "u".repeat(129)),
     ] {
         let r = stack.api().get(query, Some(&a.token)).await;
-        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
     }
     // 5,000 userIds is the most one regulation may name, and is taken.
     let many: Vec<String> = (0..5000).map(|i| format!("bulk-{i}")).collect();
