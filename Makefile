@@ -63,7 +63,7 @@ soak: ## the long overload soak (about 5 minutes of load, then the drain)
 fuzz: ## every fuzz target for long (FUZZ_SECS each, default 600)
 	scripts/fuzz.sh long $${FUZZ_SECS:-600}
 
-bench: ## criterion benches and the end-to-end benchmark; writes docs/PERFORMANCE.md (about 10 minutes)
+bench: ## criterion benches, the end-to-end benchmark and the export of 1 M events; writes docs/PERFORMANCE.md (about 20 minutes)
 	python3 scripts/bench.py
 
 loadtest: ## the load generator against the running stack, e.g. make loadtest ARGS="--rate 20000 --e2e"

@@ -127,6 +127,11 @@ R["e2e"] = loadtest("e2e", "--rate", int(R["drain_rate"] / 2), "--duration-secs"
 # Analytics.
 an = sh([REL / "sluice-bench-analytics"])
 R["analytics"] = json.loads((ROOT / "artifacts/bench-analytics.json").read_text())
+
+# Export of 1 M stored events with the api's RSS sampled (issue 18): an api of its own, release.
+sh([ROOT / ".venv/bin/python", ROOT / "scripts/export_bench.py", "--json", ART / "export.json"],
+   env={**os.environ, "PROFILE": "release", "EVENTS": os.environ.get("EXPORT_EVENTS", "1000000")})
+R["export"] = json.loads((ART / "export.json").read_text())
 (ART / "results.json").write_text(json.dumps(R, indent=2))
 
 commit = sh("git rev-parse --short HEAD").strip()
@@ -151,6 +156,7 @@ lines = [
     f"| end to end at half the drain rate ({R['e2e']['asked_events_per_sec']:.0f}/s) | all {R['e2e']['end_to_end']['accepted_ids']:,} accepted events stored {R['e2e']['end_to_end']['seconds_until_all_stored'] or 0:.1f} s after the last was sent; {R['e2e']['end_to_end']['missing']} missing | | |",
     f"| api RSS | {svc(R['single'], 'api').get('rss_mib_peak', 0):.0f} MiB peak after the runs | | |",
     f"| analytics summary, 7d over {R['analytics']['events']:,} events' rollups | miss p50 {a['7d_miss']['p50_ms']:.1f} ms, p99 {a['7d_miss']['p99_ms']:.1f} ms; hit p99 {a['7d_hit']['p99_ms']:.2f} ms | | |",
+    f"| export of {R['export']['events']:,} stored events (`GET /api/v1/export/events`, NDJSON {R['export']['mib']} MiB) | {R['export']['events_per_sec']:,} events/s ({R['export']['secs']:.0f} s); api RSS {R['export']['rss_before_mib']} MiB before, {R['export']['rss_peak_mib']} MiB at most | | |",
     f"| analytics summary, 24h | miss p50 {a['24h_miss']['p50_ms']:.1f} ms, p99 {a['24h_miss']['p99_ms']:.1f} ms; hit p99 {a['24h_hit']['p99_ms']:.2f} ms | | |",
     "",
     "CPU used during the saturation runs (cores, from /proc):",

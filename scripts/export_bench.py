@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Export at scale: EVENTS (1,000,000) stored events of one account exported through
+`GET /api/v1/export/events` as NDJSON, with the api's resident memory sampled from /proc every
+100 ms. The figure issue 18 asks of `make bench` (which runs this and puts its line in
+docs/PERFORMANCE.md): the rate, and the api's RSS before and at its peak — flat whatever the size,
+since the body is streamed from a cursor.
+
+The events are written straight into MongoDB (the worker's document shape, in batches of 10,000:
+the stand-in stores a few thousand a second, so this part takes minutes), for an account
+registered through the api. Runs an api process of its own (port 3041, its own database, dropped
+at the end) on the infrastructure `make up` / `make infra` started; the binary from
+target/$PROFILE (release if built, else debug).
+Usage: .venv/bin/python scripts/export_bench.py [--json FILE]   Env: EVENTS, PROFILE.
+"""
+import datetime, json, os, subprocess, sys, threading, time, urllib.request, uuid
+from pathlib import Path
+
+import pymongo
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = int(os.environ.get("EVENTS", "1000000"))
+API = 3041
+PROFILE = os.environ.get("PROFILE") or ("release" if (ROOT / "target/release/sluice-api").exists() else "debug")
+MONGO = os.environ.get("SLUICE_MONGO__URL", "mongodb://127.0.0.1:27018/?directConnection=true")
+
+
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{API}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
+
+
+def main():
+    out = sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None
+    run = uuid.uuid4().hex
+    database = f"sluice_xbench_{run[:12]}"
+    env = dict(os.environ)
+    env.update({
+        "SLUICE_REDIS__URL": env.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
+        "SLUICE_POSTGRES__URL": env.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
+        "SLUICE_MONGO__URL": MONGO,
+        "SLUICE_REDIS__KEY_PREFIX": f"xbench-{run}",
+        "SLUICE_MONGO__DATABASE": database,
+        "SLUICE_API__PORT": str(API),
+        "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
+        "RUST_LOG": "warn",
+    })
+    api = subprocess.Popen([str(ROOT / "target" / PROFILE / "sluice-api")], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = pymongo.MongoClient(MONGO)
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{API}/api/ready", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        email = f"xbench-{run[:12]}@example.com"
+        call("POST", "/api/v1/auth/register", {"email": email, "password": "bench-password-123"})
+        token = call("POST", "/api/v1/auth/login", {"email": email, "password": "bench-password-123"})["token"]
+        me = call("GET", "/api/v1/auth/me", token=token)
+        account = me.get("accountId") or me["id"]
+
+        events = client[database].events
+        # The index the export reads through (the worker creates it at start; none runs here).
+        events.create_index([("accountId", 1), ("timestamp", -1), ("_id", -1)], name="q_account_time")
+        t0 = time.monotonic()
+        start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        for b in range(0, EVENTS, 10_000):
+            docs = []
+            for i in range(b, min(EVENTS, b + 10_000)):
+                ts = start + datetime.timedelta(seconds=i)
+                docs.append({"_id": f"{account}:e{i}", "eventId": f"e{i}", "accountId": account,
+                             "eventType": ("purchase", "view", "signup")[i % 3], "userId": f"u{i % 5000}",
+                             "timestamp": ts, "receivedAt": ts,
+                             "properties": {"amount": i % 1000, "plan": "pro" if i % 2 else "free"}})
+            events.insert_many(docs, ordered=False)
+        print(f"stored {EVENTS:,} events in {time.monotonic() - t0:.0f} s (straight into MongoDB)", flush=True)
+
+        before = rss_mib(api.pid)
+        peak, done = [before], threading.Event()
+
+        def sample():
+            while not done.is_set() and api.poll() is None:
+                peak[0] = max(peak[0], rss_mib(api.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        req = urllib.request.Request(f"http://127.0.0.1:{API}/api/v1/export/events")
+        req.add_header("authorization", f"Bearer {token}")
+        t0 = time.monotonic()
+        lines = size = 0
+        try:
+            with urllib.request.urlopen(req, timeout=3600) as r:
+                while chunk := r.read(1 << 16):
+                    lines += chunk.count(b"\n")
+                    size += len(chunk)
+        finally:
+            done.set()
+            sampler.join()
+        secs = time.monotonic() - t0
+        assert lines == EVENTS, f"exported {lines} of {EVENTS}"
+        result = {"events": lines, "mib": round(size / 2**20, 1), "secs": round(secs, 1),
+                  "events_per_sec": round(lines / secs), "rss_before_mib": round(before),
+                  "rss_peak_mib": round(peak[0]), "profile": PROFILE}
+        print(f"export: {lines:,} events ({result['mib']} MiB NDJSON) in {secs:.1f} s = "
+              f"{result['events_per_sec']:,} events/s; api RSS {before:.0f} MiB before, "
+              f"{peak[0]:.0f} MiB at most during ({PROFILE} build)", flush=True)
+        if out:
+            Path(out).write_text(json.dumps(result))
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+        client.drop_database(database)
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
