@@ -114,11 +114,7 @@ pub async fn add(
     account: Uuid,
     ids: &[String],
 ) -> anyhow::Result<()> {
-    if !ids.is_empty() {
-        let key = suppressed_key(&cache.prefix, &account.to_string());
-        redis.sadd::<i64, _, _>(key, ids.to_vec()).await?;
-    }
-    announce(redis, cache, account).await
+    change(redis, cache, account, ids, true).await
 }
 
 /// Removes `ids` from the account's suppressed set (Redis), then tells every api instance.
@@ -128,9 +124,23 @@ pub async fn remove(
     account: Uuid,
     ids: &[String],
 ) -> anyhow::Result<()> {
+    change(redis, cache, account, ids, false).await
+}
+
+async fn change(
+    redis: &Client,
+    cache: &SuppressionCache,
+    account: Uuid,
+    ids: &[String],
+    add: bool,
+) -> anyhow::Result<()> {
     if !ids.is_empty() {
         let key = suppressed_key(&cache.prefix, &account.to_string());
-        redis.srem::<i64, _, _>(key, ids.to_vec()).await?;
+        if add {
+            redis.sadd::<i64, _, _>(key, ids.to_vec()).await?;
+        } else {
+            redis.srem::<i64, _, _>(key, ids.to_vec()).await?;
+        }
     }
     announce(redis, cache, account).await
 }

@@ -19,6 +19,24 @@ impl Cursor {
         format!("{}:{}", self.millis, self.id)
     }
 
+    /// The `nextBefore` of a page read with `limit`: the position of its last item when the page
+    /// is full (there may be more), none otherwise.
+    pub fn after_full_page<T>(
+        page: &[T],
+        limit: i64,
+        position: impl Fn(&T) -> (i64, &str),
+    ) -> Option<String> {
+        let last = page.last().filter(|_| page.len() as i64 == limit)?;
+        let (millis, id) = position(last);
+        Some(
+            Cursor {
+                millis,
+                id: id.to_owned(),
+            }
+            .encode(),
+        )
+    }
+
     /// Accepts exactly [`CURSOR_PATTERN`]: `-?` and 1 to 18 digits, `:`, 1 to 300 characters.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let bad = || ApiError::invalid_request("/before", "not a cursor this service returned");
@@ -34,5 +52,32 @@ impl Cursor {
             millis: millis.parse().map_err(|_| bad())?,
             id: id.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_page_names_its_last_item_and_a_short_one_nothing() {
+        let page = [(5_i64, "b".to_string()), (3, "a".to_string())];
+        fn at(d: &(i64, String)) -> (i64, &str) {
+            (d.0, &d.1)
+        }
+        assert_eq!(
+            Cursor::after_full_page(&page, 2, at).as_deref(),
+            Some("3:a")
+        );
+        assert_eq!(Cursor::after_full_page(&page, 3, at), None);
+        assert_eq!(Cursor::after_full_page(&page[..0], 0, at), None);
+        let next = Cursor::after_full_page(&page, 2, at).unwrap();
+        assert_eq!(
+            Cursor::parse(&next).unwrap(),
+            Cursor {
+                millis: 3,
+                id: "a".into()
+            }
+        );
     }
 }

@@ -254,6 +254,20 @@ pub async fn unsuppress(db: &Database, account: &str, user_ids: &[String]) -> an
     Ok(r.deleted_count)
 }
 
+/// Narrows `filter` to what sorts after the cursor `(date, _id)` in the order newest first.
+fn after(filter: &mut Document, date: &str, before: Option<(i64, String)>) {
+    if let Some((ms, id)) = before {
+        let at = bson::DateTime::from_millis(ms);
+        filter.insert(
+            "$or",
+            vec![
+                doc! {date: {"$lt": at}},
+                doc! {date: at, field::ID: {"$lt": id}},
+            ],
+        );
+    }
+}
+
 /// A page of an account's suppressions, newest first, after the cursor `(since, _id)`.
 pub async fn list_suppressions(
     db: &Database,
@@ -262,16 +276,7 @@ pub async fn list_suppressions(
     limit: i64,
 ) -> anyhow::Result<Vec<Suppression>> {
     let mut filter = doc! {field::ACCOUNT_ID: account};
-    if let Some((ms, id)) = before {
-        let at = bson::DateTime::from_millis(ms);
-        filter.insert(
-            "$or",
-            vec![
-                doc! {field::SINCE: {"$lt": at}},
-                doc! {field::SINCE: at, field::ID: {"$lt": id}},
-            ],
-        );
-    }
+    after(&mut filter, field::SINCE, before);
     suppressions(db)
         .find(filter)
         .sort(doc! {field::SINCE: -1, field::ID: -1})
@@ -298,16 +303,7 @@ pub async fn list_regulations(
     if let Some(u) = user_id {
         filter.insert(field::USER_IDS, u);
     }
-    if let Some((ms, id)) = before {
-        let at = bson::DateTime::from_millis(ms);
-        filter.insert(
-            "$or",
-            vec![
-                doc! {field::CREATED_AT: {"$lt": at}},
-                doc! {field::CREATED_AT: at, field::ID: {"$lt": id}},
-            ],
-        );
-    }
+    after(&mut filter, field::CREATED_AT, before);
     regulations(db)
         .find(filter)
         .sort(doc! {field::CREATED_AT: -1, field::ID: -1})

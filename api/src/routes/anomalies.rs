@@ -113,16 +113,9 @@ pub async fn list(
     let docs = store::list_anomalies(&state.mongo, &account.id.to_string(), &query)
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    let next_before = (docs.len() as i64 == query.limit)
-        .then(|| docs.last())
-        .flatten()
-        .map(|last| {
-            Cursor {
-                millis: last.detected_at.timestamp_millis(),
-                id: last.id.clone(),
-            }
-            .encode()
-        });
+    let next_before = Cursor::after_full_page(&docs, query.limit, |d| {
+        (d.detected_at.timestamp_millis(), &d.id)
+    });
     Ok(HttpResponse::Ok().json(AnomalyPage {
         anomalies: docs.iter().map(AnomalyView::from).collect(),
         next_before,

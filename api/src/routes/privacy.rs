@@ -394,16 +394,8 @@ pub async fn list_regulations(
     )
     .await
     .map_err(ApiError::StoreUnavailable)?;
-    let next_before = (docs.len() as i64 == limit)
-        .then(|| docs.last())
-        .flatten()
-        .map(|last| {
-            Cursor {
-                millis: last.created_at.timestamp_millis(),
-                id: last.id.clone(),
-            }
-            .encode()
-        });
+    let next_before =
+        Cursor::after_full_page(&docs, limit, |d| (d.created_at.timestamp_millis(), &d.id));
     Ok(HttpResponse::Ok().json(RegulationPage {
         regulations: docs.iter().map(RegulationView::from).collect(),
         next_before,
@@ -496,16 +488,8 @@ pub async fn list_suppressions(
     let docs = store::list_suppressions(&state.mongo, &account.id.to_string(), before, limit)
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    let next_before = (docs.len() as i64 == limit)
-        .then(|| docs.last())
-        .flatten()
-        .map(|last| {
-            Cursor {
-                millis: last.since.timestamp_millis(),
-                id: last.id.clone(),
-            }
-            .encode()
-        });
+    let next_before =
+        Cursor::after_full_page(&docs, limit, |d| (d.since.timestamp_millis(), &d.id));
     Ok(HttpResponse::Ok().json(SuppressionPage {
         suppressions: docs.iter().map(SuppressionView::from).collect(),
         next_before,

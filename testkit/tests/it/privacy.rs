@@ -654,20 +654,8 @@ async fn bad_requests_are_refused_with_a_pointer_and_accounts_are_isolated() {
         (json!({"eventsDays": 0}), "/eventsDays"),
         (json!({"anomaliesDays": 3651}), "/anomaliesDays"),
         (json!({"quarantineDays": -1}), "/quarantineDays"),
+        (json!({"eventsDays": 2.5}), "/eventsDays"),
     ] {
-        let r = stack
-            .api()
-            .authed(
-                reqwest::Method::PUT,
-                "/api/v1/account/retention",
-                &a.token,
-                Some(&body),
-            )
-            .await;
-        assert_eq!(r.status, 400, "{}", r.body);
-        assert_eq!(r.body["error"]["details"][0]["path"], path, "{}", r.body);
-    }
-    for (body, path) in [(json!({"eventsDays": 2.5}), "/eventsDays")] {
         let r = stack
             .api()
             .authed(
