@@ -54,10 +54,12 @@ def main():
         "SLUICE_MONGO__DATABASE": database,
         "SLUICE_API__PORT": str(API),
         "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
-        "RUST_LOG": "warn",
+        "RUST_LOG": "info",
     })
+    log = ROOT / "artifacts" / "bench" / "export-api.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     api = subprocess.Popen([str(ROOT / "target" / PROFILE / "sluice-api")], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=log.open("w"), stderr=subprocess.STDOUT)
     client = pymongo.MongoClient(MONGO)
     try:
         for _ in range(300):
