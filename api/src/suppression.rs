@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use moka::future::Cache;
 use sluice_shared::event::QueuedEvent;
-use sluice_shared::names::{suppressed_key, SUPPRESSION_CHANGES_CHANNEL};
+use sluice_shared::names::suppressed_key;
 use uuid::Uuid;
 
 /// An account's suppressed identities.
@@ -134,15 +134,9 @@ async fn change(
     ids: &[String],
     add: bool,
 ) -> anyhow::Result<()> {
-    if !ids.is_empty() {
-        let key = suppressed_key(&cache.prefix, &account.to_string());
-        if add {
-            redis.sadd::<i64, _, _>(key, ids.to_vec()).await?;
-        } else {
-            redis.srem::<i64, _, _>(key, ids.to_vec()).await?;
-        }
-    }
-    announce(redis, cache, account).await
+    cache.forget(account).await;
+    sluice_shared::redis::change_suppressed(redis, &cache.prefix, &account.to_string(), ids, add)
+        .await
 }
 
 /// Tells every api instance (this one too) that `account`'s suppressed users changed.
@@ -151,11 +145,7 @@ pub async fn announce(
     cache: &SuppressionCache,
     account: Uuid,
 ) -> anyhow::Result<()> {
-    cache.forget(account).await;
-    redis
-        .publish::<Value, _, _>(SUPPRESSION_CHANGES_CHANNEL, account.to_string())
-        .await?;
-    Ok(())
+    change(redis, cache, account, &[], true).await
 }
 
 #[cfg(test)]

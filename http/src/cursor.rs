@@ -37,6 +37,19 @@ impl Cursor {
         )
     }
 
+    /// A page size as the paged endpoints take it: 1 to 500, 50 when absent (else a 400 at
+    /// `/limit`).
+    pub fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+        match raw {
+            None => Ok(50),
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=500).contains(n))
+                .ok_or_else(|| ApiError::invalid_request("/limit", "a whole number from 1 to 500")),
+        }
+    }
+
     /// Accepts exactly [`CURSOR_PATTERN`]: `-?` and 1 to 18 digits, `:`, 1 to 300 characters.
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let bad = || ApiError::invalid_request("/before", "not a cursor this service returned");

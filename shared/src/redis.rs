@@ -314,6 +314,30 @@ pub async fn backlog(client: &Client, settings: &RedisSettings) -> anyhow::Resul
     Ok(total)
 }
 
+/// Adds `ids` to (or removes them from) an account's suppressed set
+/// (`<prefix>:{a<account>}:suppressed`, what ingest reads), then announces the account on
+/// `SUPPRESSION_CHANGES_CHANNEL` so every api instance reads the set again.
+pub async fn change_suppressed(
+    client: &Client,
+    prefix: &str,
+    account: &str,
+    ids: &[String],
+    add: bool,
+) -> anyhow::Result<()> {
+    if !ids.is_empty() {
+        let key = crate::names::suppressed_key(prefix, account);
+        if add {
+            client.sadd::<i64, _, _>(key, ids.to_vec()).await?;
+        } else {
+            client.srem::<i64, _, _>(key, ids.to_vec()).await?;
+        }
+    }
+    client
+        .publish::<Value, _, _>(crate::names::SUPPRESSION_CHANGES_CHANNEL, account)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,11 +17,9 @@ use fred::types::scan::Scanner;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::Database;
+use sluice_rules::store::ANOMALIES_COLLECTION;
 use sluice_shared::config::Settings;
-use sluice_shared::names::{
-    suppressed_key, DLQ_COLLECTION, EVENTS_COLLECTION, QUARANTINE_COLLECTION,
-    SUPPRESSION_CHANGES_CHANNEL,
-};
+use sluice_shared::names::{DLQ_COLLECTION, EVENTS_COLLECTION, QUARANTINE_COLLECTION};
 use sluice_shared::rollup::{DAY_MS, HOUR_COLLECTION, HOUR_MS, MINUTE_COLLECTION, MINUTE_MS};
 use sluice_store::privacy::{self as store, Regulation, RegulationType};
 use tokio::sync::watch;
@@ -171,18 +169,8 @@ impl Runner {
 
     /// Adds or removes identities of the account's Redis set, then announces the change.
     async fn set_suppressed(&self, acct: &str, ids: &[String], add: bool) -> anyhow::Result<()> {
-        if !ids.is_empty() {
-            let key = suppressed_key(&self.settings.redis.key_prefix, acct);
-            if add {
-                self.redis.sadd::<i64, _, _>(key, ids.to_vec()).await?;
-            } else {
-                self.redis.srem::<i64, _, _>(key, ids.to_vec()).await?;
-            }
-        }
-        self.redis
-            .publish::<Value, _, _>(SUPPRESSION_CHANGES_CHANNEL, acct)
-            .await?;
-        Ok(())
+        let prefix = &self.settings.redis.key_prefix;
+        sluice_shared::redis::change_suppressed(&self.redis, prefix, acct, ids, add).await
     }
 
     /// Waits until every partition's entries up to its newest one now are acknowledged (stored
@@ -366,7 +354,7 @@ async fn pull_anomaly_samples(
     account: &str,
     theirs: &Document,
 ) -> anyhow::Result<i64> {
-    let anomalies = db.collection::<Document>(sluice_rules_anomalies());
+    let anomalies = db.collection::<Document>(ANOMALIES_COLLECTION);
     let mut cursor = anomalies
         .find(doc! {"accountId": account, "sampleEventIds.0": {"$exists": true}})
         .projection(doc! {"sampleEventIds": 1})
@@ -416,10 +404,6 @@ async fn pull_anomaly_samples(
     Ok(pulled)
 }
 
-fn sluice_rules_anomalies() -> &'static str {
-    sluice_rules::store::ANOMALIES_COLLECTION
-}
-
 /// Every key matching `pattern`, whose hash tag puts them all on one node (SCAN there).
 async fn scan_keys(redis: &Client, pattern: &str) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
@@ -453,7 +437,7 @@ pub async fn retention_pass(
         EVENTS_COLLECTION,
         QUARANTINE_COLLECTION,
         DLQ_COLLECTION,
-        sluice_rules_anomalies(),
+        ANOMALIES_COLLECTION,
     ] {
         let found = db
             .collection::<Document>(coll)
@@ -488,7 +472,7 @@ pub async fn retention_pass(
             (EVENTS_COLLECTION, "timestamp", events),
             (QUARANTINE_COLLECTION, "timestamp", held),
             (DLQ_COLLECTION, "failedAt", letters),
-            (sluice_rules_anomalies(), "detectedAt", raised),
+            (ANOMALIES_COLLECTION, "detectedAt", raised),
             // A bucket goes once all of it is older than the cutoff.
             (MINUTE_COLLECTION, "minute", minute_end),
             (HOUR_COLLECTION, "hour", hour_end),

@@ -44,16 +44,7 @@ pub struct AnomalyPage {
 
 impl AnomaliesQuery {
     fn parse(&self) -> Result<AnomalyQuery, ApiError> {
-        let limit = match self.limit.as_deref() {
-            None => 50,
-            Some(s) => s
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=500).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid_request("/limit", "a whole number from 1 to 500")
-                })?,
-        };
+        let limit = Cursor::page_limit(self.limit.as_deref())?;
         let since = self
             .since
             .as_deref()

@@ -10,6 +10,7 @@ use mongodb::bson;
 use serde::{Deserialize, Serialize};
 use sluice_http::cursor::Cursor;
 use sluice_http::{ApiError, AuthedAccount};
+use sluice_rules::store::utc;
 use sluice_shared::error::ErrorBody;
 use sluice_store::privacy::{
     self as store, Regulation, RegulationStatus, RegulationType, Retention, Suppression,
@@ -170,10 +171,6 @@ pub struct RegulationView {
     pub counts: BTreeMap<String, i64>,
 }
 
-fn utc(d: bson::DateTime) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(d.timestamp_millis()).unwrap_or_default()
-}
-
 fn kind_name(k: RegulationType) -> &'static str {
     match k {
         RegulationType::Suppress => "suppress",
@@ -324,17 +321,6 @@ pub struct RegulationPage {
     pub next_before: Option<String>,
 }
 
-fn limit_of(raw: Option<&str>) -> Result<i64, ApiError> {
-    match raw {
-        None => Ok(50),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| ApiError::invalid_request("/limit", "a whole number from 1 to 500")),
-    }
-}
-
 fn before_of(raw: Option<&str>) -> Result<Option<(i64, String)>, ApiError> {
     // Any instant the pattern allows names a page; regulations and suppressions are dated by
     // this service (after 1970, before 10000), so the instant is brought into that span, which
@@ -382,7 +368,7 @@ pub async fn list_regulations(
             "a userId of 1 to 128 characters",
         ));
     }
-    let limit = limit_of(q.limit.as_deref())?;
+    let limit = Cursor::page_limit(q.limit.as_deref())?;
     let before = before_of(q.before.as_deref())?;
     let docs = store::list_regulations(
         &state.mongo,
@@ -483,7 +469,7 @@ pub async fn list_suppressions(
     q: web::Query<SuppressionsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit_of(q.limit.as_deref())?;
+    let limit = Cursor::page_limit(q.limit.as_deref())?;
     let before = before_of(q.before.as_deref())?;
     let docs = store::list_suppressions(&state.mongo, &account.id.to_string(), before, limit)
         .await
