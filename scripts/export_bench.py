@@ -49,7 +49,11 @@ def main():
     env.update({
         "SLUICE_REDIS__URL": env.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
         "SLUICE_POSTGRES__URL": env.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
-        "SLUICE_MONGO__URL": MONGO,
+        # The stand-in (one Python process) answers nothing else while it gathers a 1 M-document
+        # result: with Sluice's 2 s connect timeout, which is also the driver's heartbeat timeout,
+        # the driver declares the server down mid-query and the export fails with 503 (seen at
+        # 1,000,000 events). A real MongoDB answers heartbeats while it reads.
+        "SLUICE_MONGO__URL": MONGO + ("&" if "?" in MONGO else "?") + "connectTimeoutMS=1800000",
         "SLUICE_REDIS__KEY_PREFIX": f"xbench-{run}",
         "SLUICE_MONGO__DATABASE": database,
         "SLUICE_API__PORT": str(API),
