@@ -7,7 +7,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sluice_shared::allocator::return_freed_memory_at_once();
     let settings = Settings::load()?;
     init_subscriber(get_subscriber("sluice-analytics", "info", std::io::stdout));
     Application::build(settings)

@@ -9,7 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sluice_shared::allocator::return_freed_memory_at_once();
     let cli = Cli::parse();
     let settings = Settings::load()?;
     match cli.command.unwrap_or(Command::Serve) {

@@ -1,6 +1,5 @@
 //! What two or more Sluice services need: configuration, telemetry, the event model and its schema,
 //! storage names, API-key hashing, the contract's error body and the metrics exporter.
-pub mod allocator;
 pub mod apikey;
 pub mod config;
 pub mod enqueue;

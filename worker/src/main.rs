@@ -59,7 +59,6 @@ enum DlqCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sluice_shared::allocator::return_freed_memory_at_once();
     let cli = Cli::parse();
     let settings = Settings::load()?;
     match cli.command.unwrap_or(Command::Run) {

@@ -68,6 +68,12 @@ async fn start_api(settings: &sluice_shared::config::Settings) -> (Child, u16) {
             .env("SLUICE_MONGO__DATABASE", &settings.mongo.database)
             .env("SLUICE_AUTH__JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "warn")
+            // With backtraces on (RUST_BACKTRACE=1 is common in a shell and CI), the first error
+            // logged with one, e.g. a Postgres pool timeout on a loaded box, reads this debug
+            // binary's DWARF to symbolize it: 223 MiB of the binary's file mapping in the peak,
+            // which is the test environment, not what a request costs. Measured with them off.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap(),
