@@ -12,16 +12,15 @@ at the end) on the infrastructure `make up` / `make infra` started; the binary f
 target/$PROFILE (release if built, else debug).
 Usage: .venv/bin/python scripts/export_bench.py [--json FILE]   Env: EVENTS, PROFILE.
 """
-import datetime, json, os, subprocess, sys, threading, time, urllib.request, uuid
+import datetime, json, os, sys, threading, time, urllib.request, uuid
 from pathlib import Path
 
 import pymongo
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchkit import MONGO, PROFILE, ROOT, Api, service_env, start, stop
+
 EVENTS = int(os.environ.get("EVENTS", "1000000"))
 API = 3041
-PROFILE = os.environ.get("PROFILE") or ("release" if (ROOT / "target/release/sluice-api").exists() else "debug")
-MONGO = os.environ.get("SLUICE_MONGO__URL", "mongodb://127.0.0.1:27018/?directConnection=true")
 
 
 def rss_mib(pid):
@@ -31,62 +30,34 @@ def rss_mib(pid):
     return 0.0
 
 
-def call(method, path, body=None, token=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{API}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode())
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read() or b"null")
-
-
 def main():
     out = sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None
     run = uuid.uuid4().hex
     database = f"sluice_xbench_{run[:12]}"
-    env = dict(os.environ)
-    env.update({
-        "SLUICE_REDIS__URL": env.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
-        "SLUICE_POSTGRES__URL": env.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
+    env = service_env(
+        f"xbench-{run}", database, API,
         # The stand-in (one Python process) answers nothing else while it gathers a 1 M-document
         # result: with Sluice's 2 s connect timeout, which is also the driver's heartbeat timeout,
         # the driver declares the server down mid-query and the export fails with 503 (seen at
         # 1,000,000 events). A real MongoDB answers heartbeats while it reads.
-        "SLUICE_MONGO__URL": MONGO + ("&" if "?" in MONGO else "?") + "connectTimeoutMS=1800000",
-        "SLUICE_REDIS__KEY_PREFIX": f"xbench-{run}",
-        "SLUICE_MONGO__DATABASE": database,
-        "SLUICE_API__PORT": str(API),
-        "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
-        "RUST_LOG": "info",
-    })
+        MONGO__URL=MONGO + ("&" if "?" in MONGO else "?") + "connectTimeoutMS=1800000")
+    env["RUST_LOG"] = "info"
     log = ROOT / "artifacts" / "bench" / "export-api.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    api = subprocess.Popen([str(ROOT / "target" / PROFILE / "sluice-api")], env=env,
-                           stdout=log.open("w"), stderr=subprocess.STDOUT)
+    api = start("sluice-api", env, API, stdout=log.open("w"))
     client = pymongo.MongoClient(MONGO)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{API}/api/ready", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
-        email = f"xbench-{run[:12]}@example.com"
-        call("POST", "/api/v1/auth/register", {"email": email, "password": "bench-password-123"})
-        token = call("POST", "/api/v1/auth/login", {"email": email, "password": "bench-password-123"})["token"]
-        me = call("GET", "/api/v1/auth/me", token=token)
-        account = me.get("accountId") or me["id"]
+        token, _, account = Api(API).tenant("xbench")
 
         events = client[database].events
         # The index the export reads through (the worker creates it at start; none runs here).
         events.create_index([("accountId", 1), ("timestamp", -1), ("_id", -1)], name="q_account_time")
         t0 = time.monotonic()
-        start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        first = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
         for b in range(0, EVENTS, 10_000):
             docs = []
             for i in range(b, min(EVENTS, b + 10_000)):
-                ts = start + datetime.timedelta(seconds=i)
+                ts = first + datetime.timedelta(seconds=i)
                 docs.append({"_id": f"{account}:e{i}", "eventId": f"e{i}", "accountId": account,
                              "eventType": ("purchase", "view", "signup")[i % 3], "userId": f"u{i % 5000}",
                              "timestamp": ts, "receivedAt": ts,
@@ -127,8 +98,7 @@ def main():
         if out:
             Path(out).write_text(json.dumps(result))
     finally:
-        api.terminate()
-        api.wait(timeout=30)
+        stop(api)
         client.drop_database(database)
         client.close()
 

@@ -14,67 +14,26 @@ stores a few thousand events a second: USER_EVENTS takes a while to store first.
 Usage: .venv/bin/python scripts/privacy_bench.py   Env: USER_EVENTS (100000), LOADERS (4), RATE (800),
 LOAD_SECS (10), PROFILE (release or debug).
 """
-import json, os, subprocess, threading, time, urllib.error, urllib.request, uuid
-from pathlib import Path
+import os, threading, time, urllib.error, uuid
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchkit import MONGO, PROFILE, Api, service_env, start, stop
+
 USER_EVENTS = int(os.environ.get("USER_EVENTS", "100000"))
 LOADERS = int(os.environ.get("LOADERS", "4"))
 LOAD_SECS = float(os.environ.get("LOAD_SECS", "10"))
 RATE = int(os.environ.get("RATE", "800"))
 API, WORKER = 3031, 3033
-PROFILE = os.environ.get("PROFILE") or ("release" if (ROOT / "target/release/sluice-api").exists() else "debug")
+call = Api(API).call
 
 
 def env(run):
-    e = dict(os.environ)
-    e.update({
-        "SLUICE_REDIS__URL": e.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
-        "SLUICE_POSTGRES__URL": e.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
-        "SLUICE_MONGO__URL": e.get("SLUICE_MONGO__URL", "mongodb://127.0.0.1:27018/?directConnection=true"),
-        "SLUICE_REDIS__KEY_PREFIX": f"pbench-{run}",
-        "SLUICE_MONGO__DATABASE": f"sluice_pbench_{run[:12]}",
-        "SLUICE_API__PORT": str(API),
-        "SLUICE_WORKER__PORT": str(WORKER),
-        "SLUICE_WORKER__CONSUMER_NAME": f"pbench-{run}",
-        "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
-        "SLUICE_AUTH__LOGIN_PER_MINUTE": "1000",
-        "SLUICE_AUTH__KEY_QUOTA_PER_SEC": "1000000",
-        "SLUICE_AUTH__KEY_QUOTA_BURST": "1000000",
-        "RUST_LOG": "warn",
-    })
-    return e
-
-
-def start(binary, run, port):
-    p = subprocess.Popen([str(ROOT / "target" / PROFILE / binary)], env=env(run),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ready", timeout=1)
-            return p
-        except Exception:
-            time.sleep(0.1)
-    p.kill()
-    raise SystemExit(f"{binary} did not become ready")
-
-
-def call(method, path, body=None, token=None, key=None, raw=False):
-    req = urllib.request.Request(f"http://127.0.0.1:{API}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode())
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    if key:
-        req.add_header("x-api-key", key)
-    with urllib.request.urlopen(req, timeout=600) as r:
-        data = r.read()
-        return r.status, data if raw else json.loads(data or b"null")
+    return service_env(f"pbench-{run}", f"sluice_pbench_{run[:12]}", API, WORKER,
+                       AUTH__KEY_QUOTA_PER_SEC="1000000", AUTH__KEY_QUOTA_BURST="1000000")
 
 
 def stored(run, account, user=None):
     import pymongo
-    client = pymongo.MongoClient("mongodb://127.0.0.1:27018/?directConnection=true")
+    client = pymongo.MongoClient(MONGO)
     try:
         q = {"accountId": account}
         if user:
@@ -86,7 +45,7 @@ def stored(run, account, user=None):
 
 def drop(run):
     import pymongo
-    client = pymongo.MongoClient("mongodb://127.0.0.1:27018/?directConnection=true")
+    client = pymongo.MongoClient(MONGO)
     client.drop_database(f"sluice_pbench_{run[:12]}")
     client.close()
 
@@ -94,12 +53,12 @@ def drop(run):
 def load(key, secs, tag):
     """RATE events/s offered in batches of 100 by LOADERS clients (open loop, a rate the worker
     keeps up with, so the backlog stays small); (accepted events/s, p50 ms, p99 ms, shed)."""
-    stop, lat, accepted, shed = time.monotonic() + secs, [], [0], [0]
+    until, lat, accepted, shed = time.monotonic() + secs, [], [0], [0]
     every = LOADERS * 100 / RATE
 
     def client(i):
         n, due = 0, time.monotonic() + i * every / LOADERS
-        while due < stop:
+        while due < until:
             time.sleep(max(0.0, due - time.monotonic()))
             due += every
             events = [{"eventType": "view", "userId": f"other-{j % 50}", "eventId": f"{tag}-{i}-{n}-{j}"}
@@ -127,16 +86,9 @@ def load(key, secs, tag):
 def main():
     run = uuid.uuid4().hex
     print(f"binaries: target/{PROFILE}; {USER_EVENTS} events of one user", flush=True)
-    api, worker = start("sluice-api", run, API), start("sluice-worker", run, WORKER)
+    api, worker = start("sluice-api", env(run), API), start("sluice-worker", env(run), WORKER)
     try:
-        email = f"pbench-{run[:12]}@example.com"
-        call("POST", "/api/v1/auth/register", {"email": email, "password": "bench-password-123"})
-        _, login = call("POST", "/api/v1/auth/login", {"email": email, "password": "bench-password-123"})
-        token = login["token"]
-        _, k = call("POST", "/api/v1/keys", {"name": "bench"}, token=token)
-        key = k["key"]
-        _, me = call("GET", "/api/v1/auth/me", token=token)
-        account = me.get("accountId") or me["id"]
+        token, key, account = Api(API).tenant("pbench")
         t0 = time.monotonic()
         for b in range(USER_EVENTS // 1000):
             events = [{"eventType": "purchase", "userId": "victim", "eventId": f"v{b}-{i}",
@@ -187,9 +139,8 @@ def main():
               f"p50 {max(d[1] for d in during):.1f} ms, p99 {max(d[2] for d in during):.1f} ms (worst window), "
               f"shed {sum(d[3] for d in during)}", flush=True)
     finally:
-        for p in (worker, api):
-            p.terminate()
-            p.wait(timeout=30)
+        stop(worker)
+        stop(api)
         drop(run)
 
 

@@ -7,21 +7,19 @@ starts an api of its own on it (port 3031), and times REQUESTS requests of each 
 `GET /api/v1/events`: the account's newest page, by eventType, by userId, by sessionId, a time
 range, and the second page of each (cursor). Prints a table for docs/TRACKING_PLANS.md.
 
-Usage: .venv/bin/python scripts/query_bench.py   Env: EVENTS (1000000), REQUESTS (200).
+Usage: .venv/bin/python scripts/query_bench.py   Env: EVENTS (1000000), REQUESTS (200), PROFILE.
 """
-import json, os, random, subprocess, time, urllib.error, urllib.parse, urllib.request, uuid
+import json, os, random, time, urllib.error, urllib.parse, urllib.request, uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pymongo
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchkit import MONGO, PROFILE, service_env, start, stop
+
 EVENTS = int(os.environ.get("EVENTS", "1000000"))
 REQUESTS = int(os.environ.get("REQUESTS", "200"))
 DB = os.environ.get("QUERY_BENCH_DB", "sluice_q1m")
-MONGO = os.environ.get("SLUICE_MONGO__URL", "mongodb://127.0.0.1:27018/?directConnection=true")
 PORT = 3031
-PROFILE = "release" if (ROOT / "target/release/sluice-api").exists() else "debug"
 TYPES = [f"type_{i}" for i in range(20)]
 USERS = 10_000
 SESSIONS = 50_000
@@ -34,21 +32,6 @@ INDEXES = {
     "q_account_type_time": [("accountId", 1), ("eventType", 1), ("timestamp", -1), ("_id", -1)],
     "q_account_session_time": [("accountId", 1), ("sessionId", 1), ("timestamp", -1), ("_id", -1)],
 }
-
-
-def env():
-    e = dict(os.environ)
-    e.update({
-        "SLUICE_REDIS__URL": e.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
-        "SLUICE_POSTGRES__URL": e.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
-        "SLUICE_MONGO__URL": MONGO,
-        "SLUICE_MONGO__DATABASE": DB,
-        "SLUICE_REDIS__KEY_PREFIX": f"qbench-{uuid.uuid4().hex}",
-        "SLUICE_API__PORT": str(PORT),
-        "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
-        "RUST_LOG": "warn",
-    })
-    return e
 
 
 def call(path, token=None, body=None):
@@ -98,15 +81,8 @@ def load(db, account):
 def main():
     # One account for the loaded events, kept with them between runs.
     email = "query-bench@example.com"
-    api = subprocess.Popen([str(ROOT / "target" / PROFILE / "sluice-api")], env=env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = start("sluice-api", service_env(f"qbench-{uuid.uuid4().hex}", DB, PORT), PORT)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/api/ready", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
         db = pymongo.MongoClient(MONGO)[DB]
         try:
             call("/api/v1/auth/register", body={"email": email, "password": "bench-password-123"})
@@ -150,8 +126,7 @@ def main():
             print(f"| {name} | {pct(first, .5):.0f} ms | {pct(first, .99):.0f} ms | "
                   f"{pct(second, .5):.0f} ms | {pct(second, .99):.0f} ms |", flush=True)
     finally:
-        api.terminate()
-        api.wait(timeout=30)
+        stop(api)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,16 @@
 Runs api and worker processes of its own (ports 3021/3023, a key prefix and databases of their
 own) on the infrastructure `make up` / `make infra` started; the binaries from target/release if
 built, else target/debug (say which in the figures). Usage: .venv/bin/python scripts/rules_bench.py
-Env: ROUNDS (40), EVENTS (20000).
+Env: ROUNDS (40), EVENTS (20000), PROFILE (release or debug).
 """
-import asyncio, json, os, statistics, subprocess, sys, time, urllib.request, uuid
-from pathlib import Path
+import asyncio, json, os, statistics, subprocess, sys, time, uuid
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchkit import MONGO, PROFILE, Api, service_env, start, stop
+
 ROUNDS = int(os.environ.get("ROUNDS", "40"))
 EVENTS = int(os.environ.get("EVENTS", "20000"))
 API, WORKER = 3021, 3023
-PROFILE = "release" if (ROOT / "target/release/sluice-api").exists() else "debug"
+call = Api(API, timeout=30).call
 
 try:
     import websockets
@@ -31,61 +31,7 @@ except ImportError:
 
 
 def env(run):
-    e = dict(os.environ)
-    e.update({
-        "SLUICE_REDIS__URL": e.get("SLUICE_REDIS__URL", "redis://127.0.0.1:6380"),
-        "SLUICE_POSTGRES__URL": e.get("SLUICE_POSTGRES__URL", "postgres://postgres@127.0.0.1:5433/sluice"),
-        "SLUICE_MONGO__URL": e.get("SLUICE_MONGO__URL", "mongodb://127.0.0.1:27018/?directConnection=true"),
-        "SLUICE_REDIS__KEY_PREFIX": f"bench-{run}",
-        "SLUICE_MONGO__DATABASE": f"sluice_bench_{run[:12]}",
-        "SLUICE_API__PORT": str(API),
-        "SLUICE_WORKER__PORT": str(WORKER),
-        "SLUICE_WORKER__CONSUMER_NAME": f"bench-{run}",
-        "SLUICE_AUTH__JWT_SECRET": (ROOT / ".data/jwt-secret").read_text().strip(),
-        "SLUICE_AUTH__LOGIN_PER_MINUTE": "1000",
-        "RUST_LOG": "warn",
-    })
-    return e
-
-
-def start(binary, run, port):
-    p = subprocess.Popen([str(ROOT / "target" / PROFILE / binary)], env=env(run),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ready", timeout=1)
-            return p
-        except Exception:
-            time.sleep(0.1)
-    p.kill()
-    raise SystemExit(f"{binary} did not become ready")
-
-
-def stop(p):
-    p.terminate()
-    p.wait(timeout=30)
-    time.sleep(0.3)
-
-
-def call(method, path, body=None, token=None, key=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{API}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode())
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    if key:
-        req.add_header("x-api-key", key)
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return r.status, json.loads(r.read() or b"null")
-
-
-def tenant():
-    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
-    call("POST", "/api/v1/auth/register", {"email": email, "password": "bench-password-123"})
-    _, login = call("POST", "/api/v1/auth/login", {"email": email, "password": "bench-password-123"})
-    token = login["token"]
-    _, key = call("POST", "/api/v1/keys", {"name": "bench"}, token=token)
-    return token, key["key"]
+    return service_env(f"bench-{run}", f"sluice_bench_{run[:12]}", API, WORKER)
 
 
 def rule(token, name, condition, cooldown=300):
@@ -97,9 +43,9 @@ def rule(token, name, condition, cooldown=300):
 
 async def latency():
     run = uuid.uuid4().hex
-    api, worker = start("sluice-api", run, API), start("sluice-worker", run, WORKER)
+    api, worker = start("sluice-api", env(run), API), start("sluice-worker", env(run), WORKER)
     try:
-        token, key = tenant()
+        token, key, _ = Api(API).tenant()
         rule(token, "each event", {"type": "threshold", "eventType": "ping", "windowSeconds": 1,
                                    "operator": ">=", "value": 1}, cooldown=0)
         await asyncio.sleep(1.5)
@@ -142,7 +88,7 @@ def twenty_rules(token):
 
 def stored(run, account):
     import pymongo
-    client = pymongo.MongoClient("mongodb://127.0.0.1:27018/?directConnection=true")
+    client = pymongo.MongoClient(MONGO)
     try:
         return client[f"sluice_bench_{run[:12]}"].events.count_documents({"accountId": account})
     finally:
@@ -151,11 +97,9 @@ def stored(run, account):
 
 def drain(with_rules):
     run = uuid.uuid4().hex
-    api = start("sluice-api", run, API)
+    api = start("sluice-api", env(run), API)
     try:
-        token, key = tenant()
-        _, me = call("GET", "/api/v1/auth/me", token=token)
-        account = me["accountId"] if "accountId" in me else me["id"]
+        token, key, account = Api(API).tenant()
         if with_rules:
             twenty_rules(token)
         for b in range(EVENTS // 500):
@@ -164,7 +108,7 @@ def drain(with_rules):
                       for i in range(500)]
             status, _ = call("POST", "/api/v1/events/batch", {"events": events}, key=key)
             assert status == 202, status
-        worker = start("sluice-worker", run, WORKER)
+        worker = start("sluice-worker", env(run), WORKER)
         t0 = time.perf_counter()
         try:
             while stored(run, account) < EVENTS:
