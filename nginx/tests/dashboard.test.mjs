@@ -2,30 +2,23 @@
 // stack `make up` runs. Screenshots of every page go to artifacts/screenshots/ (git-ignored).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
-import { chromium } from "playwright-core";
+import * as support from "./support.mjs";
+import { BASE } from "./support.mjs";
 
-const BASE = process.env.SLUICE_URL || "http://127.0.0.1:8080";
-const SHOTS = new URL("../../artifacts/screenshots/", import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
 let browser, context, page;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  ({ browser, context } = await support.launch());
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
   page = await context.newPage();
 });
 after(async () => { await browser?.close(); });
 
-const shot = (name) => page.screenshot({ path: SHOTS + name + ".png", fullPage: true });
+const shot = (name) => support.shot(page, name);
 const email = `ui-${Date.now()}-${Math.floor(Math.random() * 1e6)}@sluice.test`;
 const password = "a dashboard password";
 let key;

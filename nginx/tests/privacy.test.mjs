@@ -6,13 +6,9 @@
 // reported as a test diagnostic.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import * as support from "./support.mjs";
+import { BASE, WAIT } from "./support.mjs";
 
-const BASE = process.env.SLUICE_URL || "http://127.0.0.1:8080";
-const SHOTS = new URL("../../artifacts/screenshots/", import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
-const WAIT = 30_000;
 // A worker carries a regulation out within 20 s; the page asks for it again every 2 s.
 const REGULATION_WAIT = 20_000 + 2_500;
 const run = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
@@ -22,36 +18,16 @@ const USER_B = `ui-privacy-b-<img/id=xss-privacy>-${run}`;
 let browser, page, token, suppressId;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  let context;
+  ({ browser, context } = await support.launch());
   page = await context.newPage();
 });
 after(async () => { await browser?.close(); });
 
-const shot = (name) => page.screenshot({ path: SHOTS + name + ".png", fullPage: true });
-// A call of the api with the account's token (the dashboard's own credentials).
-async function authed(method, path, body) {
-  const headers = { authorization: "Bearer " + token };
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const r = await fetch(BASE + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: r.status, body: await r.json().catch(() => null) };
-}
-// A bounded wait for `fn` (run in the page with `arg`), its time reported; a timeout names what was awaited.
-async function waitFor(t, what, fn, arg, timeout = WAIT) {
-  const t0 = Date.now();
-  try {
-    await page.waitForFunction(fn, arg, { timeout, polling: 250 });
-  } catch (e) {
-    throw new Error(`${what}: not within ${timeout / 1000} s (${e.message.split("\n")[0]})`);
-  }
-  t.diagnostic(`${what}: ${Date.now() - t0} ms`);
-}
-const flashMatches = (t, re) => waitFor(t, `the message ${re}`,
-  ([src, flags]) => new RegExp(src, flags).test(document.querySelector("#flash")?.textContent || ""), [re.source, re.flags]);
+const shot = (name) => support.shot(page, name);
+const authed = (method, path, body) => support.authed(token, method, path, body);
+const waitFor = (t, what, fn, arg, timeout) => support.waitFor(page, t, what, fn, arg, { timeout });
+const flashMatches = (t, re) => support.flashMatches(page, t, re);
 const regulationRow = (id) => `#regulations tr[data-regulation-id="${id}"]`;
 const regulationIds = () => page.$$eval("#regulations tr[data-regulation-id]", (rows) => rows.map((r) => r.dataset.regulationId));
 const suppressedIds = () => page.$$eval("#suppressions tr[data-user-id]", (rows) => rows.map((r) => r.dataset.userId));

@@ -5,13 +5,9 @@
 // Anomalies page lists. Every wait is bounded and its time reported as a test diagnostic.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import * as support from "./support.mjs";
+import { BASE, WAIT } from "./support.mjs";
 
-const BASE = process.env.SLUICE_URL || "http://127.0.0.1:8080";
-const SHOTS = new URL("../../artifacts/screenshots/", import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
-const WAIT = 30_000;
 // How long an anomaly may take from the batch to the page: the worker stores the batch, judges
 // the rule, stores the anomaly and publishes it; the api hands it to the socket.
 const ANOMALY_WAIT = 20_000;
@@ -26,55 +22,24 @@ const TAIL_TYPE = `ui-tail-${run}`;
 let browser, page, token, key, liveRule, infoRule;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  let context;
+  ({ browser, context } = await support.launch());
   page = await context.newPage();
-  await page.goto(BASE + "/#/signup");
-  await page.fill("#email", `ui-rules-${run}@sluice.test`);
-  await page.fill("#password", "a rules and anomalies password");
-  await page.click("button[type=submit]");
-  await page.waitForSelector("#empty", { timeout: WAIT });
-  token = await page.evaluate(() => sessionStorage.getItem("sluice.token"));
-  const r = await fetch(BASE + "/api/v1/keys", {
-    method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + token },
-    body: JSON.stringify({ name: "rules test" }),
-  });
-  assert.equal(r.status, 201, await r.clone().text());
-  key = (await r.json()).key;
+  ({ token, key } = await support.signUpWithKey(page, `ui-rules-${run}@sluice.test`, "a rules and anomalies password", "rules test"));
 });
 after(async () => { await browser?.close(); });
 
-const shot = (name) => page.screenshot({ path: SHOTS + name + ".png", fullPage: true });
+const shot = (name) => support.shot(page, name);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-// A call of the api with the account's token (the dashboard's own credentials).
-async function authed(method, path, body) {
-  const headers = { authorization: "Bearer " + token };
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const r = await fetch(BASE + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: r.status, body: await r.json().catch(() => null) };
-}
+const authed = (method, path, body) => support.authed(token, method, path, body);
 async function sendBatch(events) {
   const r = await fetch(BASE + "/api/v1/events/batch", {
     method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify({ events }),
   });
   return { status: r.status, body: await r.json().catch(() => null) };
 }
-// A bounded wait for `fn` (run in the page with `arg`), its time reported; a timeout names what was awaited.
-async function waitFor(t, what, fn, arg, timeout = WAIT) {
-  const t0 = Date.now();
-  try {
-    await page.waitForFunction(fn, arg, { timeout, polling: 250 });
-  } catch (e) {
-    throw new Error(`${what}: not within ${timeout / 1000} s (${e.message.split("\n")[0]})`);
-  }
-  t.diagnostic(`${what}: ${Date.now() - t0} ms`);
-}
-const flashMatches = (t, re) => waitFor(t, `the message ${re}`,
-  ([src, flags]) => new RegExp(src, flags).test(document.querySelector("#flash")?.textContent || ""), [re.source, re.flags]);
+const waitFor = (t, what, fn, arg, timeout) => support.waitFor(page, t, what, fn, arg, { timeout });
+const flashMatches = (t, re) => support.flashMatches(page, t, re);
 const connected = (t) => waitFor(t, "the Live page connected", () => document.querySelector("#live-state")?.dataset.state === "connected");
 const ruleRow = (id) => `#rules tr[data-rule-id="${id}"]`;
 const listedRuleIds = (selector) => page.$$eval(selector, (items) => items.map((i) => i.dataset.ruleId));

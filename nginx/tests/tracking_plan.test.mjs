@@ -5,13 +5,9 @@
 // its own. Every wait is bounded (30 s) and its time reported as a test diagnostic.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import * as support from "./support.mjs";
+import { BASE, WAIT } from "./support.mjs";
 
-const BASE = process.env.SLUICE_URL || "http://127.0.0.1:8080";
-const SHOTS = new URL("../../artifacts/screenshots/", import.meta.url).pathname;
-mkdirSync(SHOTS, { recursive: true });
-const WAIT = 30_000;
 const run = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
 const T = `ui-plan-${run}`;
 const USER = `ui-plan-user-${run}`;
@@ -27,47 +23,22 @@ const row = (table, id) => `#${table} tr[data-${table === "seen-types" || table 
 let browser, page, token, key;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  let context;
+  ({ browser, context } = await support.launch());
   page = await context.newPage();
-  await page.goto(BASE + "/#/signup");
-  await page.fill("#email", `ui-plan-${run}@sluice.test`);
-  await page.fill("#password", "a tracking plan password");
-  await page.click("button[type=submit]");
-  await page.waitForSelector("#empty", { timeout: WAIT });
-  token = await page.evaluate(() => sessionStorage.getItem("sluice.token"));
-  const r = await fetch(BASE + "/api/v1/keys", {
-    method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + token },
-    body: JSON.stringify({ name: "tracking plan test" }),
-  });
-  assert.equal(r.status, 201, await r.clone().text());
-  key = (await r.json()).key;
+  ({ token, key } = await support.signUpWithKey(page, `ui-plan-${run}@sluice.test`, "a tracking plan password", "tracking plan test"));
 });
 after(async () => { await browser?.close(); });
 
-const shot = (name) => page.screenshot({ path: SHOTS + name + ".png", fullPage: true });
+const shot = (name) => support.shot(page, name);
 async function send(event) {
   const r = await fetch(BASE + "/api/v1/events", {
     method: "POST", headers: { "content-type": "application/json", "x-api-key": key }, body: JSON.stringify(event),
   });
   return { status: r.status, body: await r.json().catch(() => null) };
 }
-// A bounded wait for `fn` (run in the page with `arg`), its time reported; a timeout names what was awaited.
-async function waitFor(t, what, fn, arg) {
-  const t0 = Date.now();
-  try {
-    await page.waitForFunction(fn, arg, { timeout: WAIT, polling: 500 });
-  } catch (e) {
-    throw new Error(`${what}: not within ${WAIT / 1000} s (${e.message.split("\n")[0]})`);
-  }
-  t.diagnostic(`${what}: ${Date.now() - t0} ms`);
-}
-const flashMatches = (t, re) => waitFor(t, `the message ${re}`,
-  ([src, flags]) => new RegExp(src, flags).test(document.querySelector("#flash")?.textContent || ""), [re.source, re.flags]);
+const waitFor = (t, what, fn, arg) => support.waitFor(page, t, what, fn, arg, { polling: 500 });
+const flashMatches = (t, re) => support.flashMatches(page, t, re, { polling: 500 });
 const json = async (selector) => JSON.parse(await page.inputValue(selector));
 const rowIds = (table) => page.$$eval(`#${table} tr[data-event-id]`, (rows) => rows.map((r) => r.dataset.eventId));
 
