@@ -2,7 +2,7 @@
 //! endpoint still answers, with the figures the sketches hold.
 use fred::prelude::*;
 use sluice_shared::config::RedisSettings;
-use sluice_shared::rollup::{floor_to, hll_key, top_key, HOUR_MS};
+use sluice_shared::rollup::{floor_to, hll_key, top_key, DAY_MS, HOUR_MS};
 use sluice_testkit::servers::OwnRedis;
 use sluice_testkit::test_settings;
 
@@ -52,17 +52,22 @@ async fn every_endpoint_answers_on_a_redis_user_that_may_not_write() {
         .pfadd(hll_key(&account, 'h', hour), vec!["whale", "minnow"])
         .await
         .unwrap();
-    let _: i64 = admin
-        .zadd(
-            top_key(&account, 'h', hour),
-            None,
-            None,
-            false,
-            false,
-            vec![(5.0, "whale"), (2.0, "minnow")],
-        )
-        .await
-        .unwrap();
+    // The worker counts a user in the hour's and the day's top set; a 24 h window read late in
+    // the UTC day takes the whole day from the day's set, so both are written, as the worker does.
+    let day = floor_to(hour, DAY_MS);
+    for key in [top_key(&account, 'h', hour), top_key(&account, 'd', day)] {
+        let _: i64 = admin
+            .zadd(
+                key,
+                None,
+                None,
+                false,
+                false,
+                vec![(5.0, "whale"), (2.0, "minnow")],
+            )
+            .await
+            .unwrap();
+    }
 
     let analytics = app.stack.analytics();
     let summary = analytics.summary(&a.token, "24h").await;
