@@ -184,6 +184,11 @@ impl Consumer {
         let batch_size = self.settings.worker.batch_size;
         let interval = self.settings.worker.flush_interval();
         let mut cursor = Cursor::Pending("0".into());
+        // The id of the last entry a read of new entries handed us: if a read fails, its reply
+        // may have been lost with the entries already pending for us (Redis records a delivery
+        // before it answers), so the next read starts again at our own pending entries after it
+        // instead of leaving them to a claim, which waits `claim_min_idle_ms`.
+        let mut last_new = "0".to_owned();
         let mut batch: Vec<Entry> = Vec::new();
         // Events in `batch`: the batch size counts events, and an entry carries many.
         let mut events = 0usize;
@@ -219,9 +224,24 @@ impl Consumer {
                 let waited = oldest.map(|t| t.elapsed()).unwrap_or_default();
                 let block = read_block(batch.len(), waited, interval);
                 let count = self.entries_for(room);
-                let entries = self
+                let rereading = cursor != Cursor::New;
+                let mut entries = self
                     .read_entries(&mut cursor, count, block, &mut read_failures, &mut shutdown)
                     .await;
+                match entries.last() {
+                    Some(last) if stream::stream_id_lt(&last_new, &last.id) => {
+                        last_new.clone_from(&last.id);
+                    }
+                    None if read_failures > 0 && !rereading => {
+                        tracing::info!(after = %last_new, "re-reading our own pending entries after a failed read");
+                        cursor = Cursor::Pending(last_new.clone());
+                    }
+                    _ => {}
+                }
+                if rereading && !batch.is_empty() {
+                    // A claimed entry newer than `last_new` may be in hand already.
+                    entries.retain(|e| batch.iter().all(|b| b.id != e.id));
+                }
                 if oldest.is_none() && !entries.is_empty() {
                     oldest = Some(Instant::now());
                 }

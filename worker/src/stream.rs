@@ -153,8 +153,16 @@ impl StreamReader {
             Cursor::Pending(after) => (after.as_str(), None),
             Cursor::New => (">", Some(block.as_millis().max(1) as u64)),
         };
+        // Written once: if the connection drops with the read in flight, Redis may have handed
+        // the entries over already (they are pending for us). Sent again, `>` would skip them and
+        // leave them to a claim; failing, the caller re-reads its own pending entries.
+        let once = fred::types::config::Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
         let reply: Value = self
             .client
+            .with_options(&once)
             .xreadgroup(
                 self.group.as_str(),
                 self.consumer.as_str(),
@@ -354,7 +362,8 @@ fn parse_id(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-fn stream_id_lt(a: &str, b: &str) -> bool {
+/// Whether stream id `a` comes before `b`.
+pub(crate) fn stream_id_lt(a: &str, b: &str) -> bool {
     parse_id(a) < parse_id(b)
 }
 

@@ -1,6 +1,7 @@
 //! The worker's tests on the one test kit: `TestApp` is a `sluice_testkit::Stack` running the api
 //! and (by default) a worker, with an account and key of its own, and the worker-specific looks
 //! at Redis and MongoDB its tests need.
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
@@ -147,20 +148,18 @@ impl TestApp {
         }
     }
 
-    /// Events in entries delivered to the group and not yet acknowledged (an entry carries the
-    /// events of one enqueue call).
-    pub async fn pending(&self) -> u64 {
+    /// The ids of the entries delivered to the group and not yet acknowledged, per partition.
+    async fn pending_entries(&self) -> Vec<(u16, HashSet<String>)> {
         use fred::prelude::{StreamsInterface, Value};
         let redis = self.redis().await;
-        let mut pending = 0;
-        let queued = sluice_testkit::stream::queued(&redis, &self.settings.redis).await;
         let layout = self.settings.redis.layout();
+        let mut out = Vec::new();
         for (p, stream) in layout.all().zip(layout.streams()) {
             let rows: Value = redis
                 .xpending(&stream, &self.settings.redis.group, ("-", "+", 100_000))
                 .await
                 .unwrap();
-            let ids: std::collections::HashSet<String> = match rows {
+            let ids: HashSet<String> = match rows {
                 Value::Array(rows) => rows
                     .into_iter()
                     .filter_map(|r| match r {
@@ -170,15 +169,61 @@ impl TestApp {
                     .collect(),
                 _ => Default::default(),
             };
-            if ids.is_empty() {
-                continue;
-            }
-            pending += queued
-                .iter()
-                .filter(|q| q.partition == p && ids.contains(&q.entry_id))
-                .count() as u64;
+            out.push((p, ids));
         }
-        pending
+        out
+    }
+
+    /// Events in entries delivered to the group and not yet acknowledged (an entry carries the
+    /// events of one enqueue call).
+    pub async fn pending(&self) -> u64 {
+        let redis = self.redis().await;
+        let queued = sluice_testkit::stream::queued(&redis, &self.settings.redis).await;
+        let pending = self.pending_entries().await;
+        queued
+            .iter()
+            .filter(|q| {
+                pending
+                    .iter()
+                    .any(|(p, ids)| *p == q.partition && ids.contains(&q.entry_id))
+            })
+            .count() as u64
+    }
+
+    /// Where the accepted events that are not stored are: still in a stream (delivered and
+    /// pending, or not yet delivered) or nowhere in Redis. For a failing test's message.
+    pub async fn whereabouts(&self, accepted: &[String]) -> String {
+        let stored: HashSet<String> = self.stored_ids().await.into_iter().collect();
+        let missing: Vec<&String> = accepted.iter().filter(|id| !stored.contains(*id)).collect();
+        let redis = self.redis().await;
+        let queued = sluice_testkit::stream::queued(&redis, &self.settings.redis).await;
+        let pending = self.pending_entries().await;
+        let mut report = format!("{} accepted events are not stored:", missing.len());
+        for id in missing.iter().take(20) {
+            let place = match queued
+                .iter()
+                .find(|q| q.event["eventId"].as_str() == Some(id.as_str()))
+            {
+                None => "nowhere in Redis (the write was lost)".to_owned(),
+                Some(q) => {
+                    let delivered = pending
+                        .iter()
+                        .any(|(p, ids)| *p == q.partition && ids.contains(&q.entry_id));
+                    format!(
+                        "in entry {} of partition {}, {}",
+                        q.entry_id,
+                        q.partition,
+                        if delivered {
+                            "delivered and pending"
+                        } else {
+                            "not delivered"
+                        }
+                    )
+                }
+            };
+            report.push_str(&format!("\n  {id}: {place}"));
+        }
+        report
     }
 
     /// Every stored eventId, once per document.

@@ -132,6 +132,96 @@ async fn the_survivor_claims_what_a_killed_worker_left_pending() {
     );
 }
 
+/// A read whose reply never arrives (the connection cut after Redis handed the entry over) leaves
+/// the entry pending for this worker and for no one else to see; the worker's next read after
+/// the failure takes its own pending entries again instead of leaving them to a claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_handed_over_in_a_reply_that_never_arrived_is_read_again_without_a_claim() {
+    let mut settings = test_settings();
+    // One partition: the test hands that stream's entry over by hand.
+    settings.redis.partitions = 1;
+    let app = spawn_app_with(Options {
+        with_worker: false,
+        settings,
+        ..Default::default()
+    })
+    .await;
+    let redis = app.redis().await;
+    let stream = app.settings.redis.layout().stream(0);
+    // A real entry, as the api writes it, taken out of the stream before any worker runs.
+    app.produce_singly(&["handed-over".to_owned()]).await;
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.xrange(&stream, "-", "+", None).await.unwrap();
+    let (id, fields) = entries.into_iter().next().expect("the entry");
+    let _: i64 = redis.xdel(&stream, id).await.unwrap();
+
+    // No claim can take anything within the test.
+    let _worker = WorkerProcess::start(
+        &app.settings,
+        "cut-off",
+        &[("SLUICE_WORKER__CLAIM_MIN_IDLE_MS", "600000")],
+    );
+    app.produce_singly(&["before".to_owned()]).await;
+    assert_eq!(
+        app.wait_for_events(doc! {}, 1, Duration::from_secs(30))
+            .await,
+        1,
+        "the worker is reading new entries"
+    );
+
+    // Added and handed to the worker's consumer in one step, while its blocking read waits: the
+    // read sees nothing new, as if the reply carrying the entry had been lost.
+    let mut args = vec![app.settings.redis.group.clone(), "cut-off".to_owned()];
+    for (k, v) in fields {
+        args.push(k);
+        args.push(v);
+    }
+    let handed: Value = redis
+        .eval(
+            "local f = {} for i = 3, #ARGV do f[#f + 1] = ARGV[i] end \
+             redis.call('XADD', KEYS[1], '*', unpack(f)) \
+             return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 10, 'STREAMS', KEYS[1], '>')",
+            vec![stream.clone()],
+            args,
+        )
+        .await
+        .unwrap();
+    assert!(!handed.is_null(), "the entry was handed to cut-off");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.count_events(doc! {"eventId": "handed-over"}).await,
+        0,
+        "without a failed read the worker cannot know of it"
+    );
+    assert_eq!(app.pending().await, 1);
+
+    // Every connection but this one is cut: the worker's read fails, and it reads again.
+    let _: Value = redis
+        .custom(
+            fred::cmd!("CLIENT"),
+            vec!["KILL", "TYPE", "normal", "SKIPME", "yes"],
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.wait_for_events(doc! {"eventId": "handed-over"}, 1, Duration::from_secs(20))
+            .await,
+        1,
+        "the entry pending for the worker is stored without waiting for a claim"
+    );
+    eprintln!(
+        "stored {:?} after the connections were cut",
+        started.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.pending().await == 0
+        })
+        .await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_seconds_without_mongodb_lose_nothing_and_dead_letter_nothing() {
     let mut mongo = OwnMongo::start();
@@ -191,6 +281,9 @@ async fn redis_killed_and_restarted_from_its_aof_keeps_every_202() {
     let mut settings = test_settings();
     settings.redis.url = redis.url();
     settings.redis.command_timeout_ms = 1_000;
+    // No claim within the test: a read whose reply died with Redis left its entries pending for
+    // this worker, and the worker must re-read them itself, not wait for a claim.
+    settings.worker.claim_min_idle_ms = 600_000;
     let app = Arc::new(
         spawn_app_with(Options {
             settings,
@@ -235,11 +328,10 @@ async fn redis_killed_and_restarted_from_its_aof_keeps_every_202() {
         acknowledged.extend(ids.unwrap());
     }
     assert_eq!(acknowledged.len(), 2_000);
-    assert_eq!(
-        app.wait_for_events(doc! {}, 2_000, Duration::from_secs(60))
-            .await,
-        2_000
-    );
+    let stored = app
+        .wait_for_events(doc! {}, 2_000, Duration::from_secs(60))
+        .await;
+    assert_eq!(stored, 2_000, "{}", app.whereabouts(&acknowledged).await);
     assert_exactly_once(&app, &acknowledged).await;
 }
 
