@@ -358,6 +358,9 @@ fn with_state(
     let jwt = web::Data::new(state.jwt.clone());
     move |cfg| {
         cfg.app_data(state.clone()).app_data(jwt.clone());
+        // Called once per actix worker, on its thread: the worker's ingest gets a Redis
+        // connection and group committers of its own there.
+        cfg.app_data(web::Data::new(crate::state::WorkerEnqueuer::here(&state)));
         routes(cfg);
     }
 }

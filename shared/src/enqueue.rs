@@ -108,6 +108,59 @@ struct Core {
     window_secs: u64,
     /// `WAIT` for this many replicas, this long, after each call.
     wait: Option<(u32, u64)>,
+    /// Rebuilds the client's connections when its calls keep failing.
+    healer: Healer,
+}
+
+/// Calls fail for as long as a connection is broken or a failover's new master is not known yet;
+/// fred's own reconnection usually ends that, but once left a client failing every command for
+/// minutes after a failover (see `redis::heal`). When an enqueuer's calls have failed for
+/// `HEAL_AFTER_MS` without one success, its client is rebuilt, and again every `HEAL_AFTER_MS`
+/// while they keep failing.
+#[derive(Default)]
+struct Healer {
+    /// Unix ms of the first failure since the last success; 0 while calls succeed.
+    failing_since: std::sync::atomic::AtomicU64,
+    last_heal: std::sync::atomic::AtomicU64,
+}
+
+const HEAL_AFTER_MS: u64 = 3_000;
+
+impl Healer {
+    fn note(&self, ok: bool, client: &Client) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ok {
+            if self.failing_since.load(Relaxed) != 0 {
+                self.failing_since.store(0, Relaxed);
+            }
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let since = match self
+            .failing_since
+            .compare_exchange(0, now, Relaxed, Relaxed)
+        {
+            Ok(_) => now,
+            Err(since) => since,
+        };
+        let last = self.last_heal.load(Relaxed);
+        if now.saturating_sub(since) >= HEAL_AFTER_MS
+            && now.saturating_sub(last) >= HEAL_AFTER_MS
+            && self
+                .last_heal
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                failing_ms = now - since,
+                "enqueue calls keep failing; rebuilding the Redis connection"
+            );
+            let client = client.clone();
+            tokio::spawn(async move { crate::redis::heal(&client).await });
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -115,6 +168,7 @@ pub struct Enqueuer {
     core: Arc<Core>,
     /// One committer per partition when group commit is on.
     committers: Option<Arc<Vec<mpsc::Sender<Job>>>>,
+    commit: Option<GroupCommit>,
 }
 
 /// Group commit: see `api.commit_max_wait_us` and `api.commit_max_events`.
@@ -136,9 +190,34 @@ impl Enqueuer {
                 layout,
                 window_secs: dedup_window_secs.max(1),
                 wait: None,
+                healer: Healer::default(),
             }),
             committers: None,
+            commit: None,
         }
+    }
+
+    /// The same enqueuer over `client`, with committers of its own spawned on the current
+    /// runtime: for a thread that serves requests, so that a request, its group commit and its
+    /// Redis connection stay on that thread instead of crossing to others and back.
+    pub fn on_this_runtime(&self, client: Client) -> Self {
+        let core = &self.core;
+        let mut here = Self {
+            core: Arc::new(Core {
+                client,
+                script: Script::from_lua(ENQUEUE_LUA),
+                layout: core.layout.clone(),
+                window_secs: core.window_secs,
+                wait: core.wait,
+                healer: Healer::default(),
+            }),
+            committers: None,
+            commit: None,
+        };
+        if let Some(commit) = self.commit {
+            here = here.with_group_commit(commit);
+        }
+        here
     }
 
     /// Answers only once `replicas` replicas have each call (`WAIT`, up to `timeout_ms`); fewer is
@@ -165,6 +244,7 @@ impl Enqueuer {
             })
             .collect();
         self.committers = Some(Arc::new(senders));
+        self.commit = Some(commit);
         self
     }
 
@@ -279,6 +359,12 @@ impl Core {
     /// a call queues them all or none is left (a race with another call is the only way round
     /// twice).
     async fn call(&self, partition: u16, items: Vec<Item>) -> anyhow::Result<Vec<Outcome>> {
+        let result = self.call_rounds(partition, items).await;
+        self.healer.note(result.is_ok(), &self.client);
+        result
+    }
+
+    async fn call_rounds(&self, partition: u16, items: Vec<Item>) -> anyhow::Result<Vec<Outcome>> {
         /// Rounds before giving up: each round removes at least one event.
         const MAX_ROUNDS: usize = 8;
         let mut seen: HashSet<Member> = HashSet::with_capacity(items.len());

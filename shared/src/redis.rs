@@ -88,6 +88,16 @@ pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// A client whose connection (and routing task) is opened on the current runtime, without waiting
+/// for it: commands wait for the connection. For a thread that serves requests and wants its own
+/// connection; `connect` has checked the URL and Redis at start-up.
+pub fn connect_here(settings: &RedisSettings) -> anyhow::Result<Client> {
+    let client = builder(settings)?.build()?;
+    let task = client.connect();
+    supervise(client.clone(), task);
+    Ok(client)
+}
+
 /// Keeps a client's routing task alive. fred runs one task per client that writes every command
 /// and reads every reply; an error it does not expect (seen: a redirection it could not follow
 /// during a reshard, "Max attempts reached") ends that task for good, and from then on every

@@ -13,7 +13,7 @@ use crate::ingest::{
     EventStatus,
 };
 use crate::schema::EventEnvelope;
-use crate::state::AppState;
+use crate::state::{AppState, WorkerEnqueuer};
 use sluice_shared::error::ErrorBody;
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "ingest", security(("apiKey" = [])),
@@ -55,8 +55,7 @@ pub async fn ingest_one(
     if state.suppressed(owner.account_id).await?.covers(&queued) {
         return Ok(answer_suppressed(&queued));
     }
-    let outcomes = state
-        .enqueuer
+    let outcomes = WorkerEnqueuer::of(&req, &state)
         .enqueue(std::slice::from_ref(&queued), &request_id.to_string())
         .await
         .map_err(ApiError::QueueUnavailable)?;
@@ -135,8 +134,7 @@ pub async fn ingest_batch(
     let outcomes = if judged.events.is_empty() {
         Vec::new()
     } else {
-        state
-            .enqueuer
+        WorkerEnqueuer::of(&req, &state)
             .enqueue(&judged.events, &request_id.to_string())
             .await
             .map_err(ApiError::QueueUnavailable)?

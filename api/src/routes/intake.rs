@@ -4,12 +4,13 @@ use sluice_http::ApiError;
 use sluice_shared::event::QueuedEvent;
 
 use crate::ingest::{BatchReply, BatchStatus, JudgedBatch};
-use crate::state::AppState;
+use crate::state::{AppState, WorkerEnqueuer};
 
 /// Queues the valid ones of `items` (the rest are reported as rejected), all or nothing per
 /// partition as Sluice's own batches are, after the account's tracking plan judged them; the
 /// status follows the batch rule of the contract.
 pub async fn queue(
+    req: &actix_web::HttpRequest,
     state: &AppState,
     account: uuid::Uuid,
     items: Vec<Result<QueuedEvent, ApiError>>,
@@ -22,8 +23,7 @@ pub async fn queue(
     let outcomes = if judged.events.is_empty() {
         Vec::new()
     } else {
-        state
-            .enqueuer
+        WorkerEnqueuer::of(req, state)
             .enqueue(&judged.events, request_id)
             .await
             .map_err(ApiError::QueueUnavailable)?

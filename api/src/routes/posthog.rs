@@ -170,7 +170,7 @@ async fn take_in(
     let items = posthog::judge_all(&parsed, &account, Utc::now(), &limits)?;
     drop(parsed);
     let (status, batch) =
-        crate::routes::intake::queue(state, owner.account_id, items, request_id).await?;
+        crate::routes::intake::queue(req, state, owner.account_id, items, request_id).await?;
     Ok(match status {
         BatchStatus::AllRejected => {
             let error = batch

@@ -177,7 +177,7 @@ async fn take_in(
         }
     }
     let (status, batch) =
-        crate::routes::intake::queue(state, owner.account_id, items, request_id).await?;
+        crate::routes::intake::queue(req, state, owner.account_id, items, request_id).await?;
     Ok(match status {
         BatchStatus::AllRejected => {
             let error = batch.error.clone();

@@ -84,8 +84,7 @@ pub async fn deliver(
     if state.suppressed(source.account_id).await?.covers(&event) {
         return Ok(crate::routes::events::answer_suppressed(&event));
     }
-    let outcomes = state
-        .enqueuer
+    let outcomes = crate::state::WorkerEnqueuer::of(&req, &state)
         .enqueue(std::slice::from_ref(&event), &request_id.to_string())
         .await
         .map_err(ApiError::QueueUnavailable)?;
