@@ -141,9 +141,8 @@ async fn an_entry_handed_over_in_a_reply_that_never_arrived_is_read_again_withou
     // One partition: the test hands that stream's entry over by hand.
     settings.redis.partitions = 1;
     let app = spawn_app_with(Options {
-        with_worker: false,
         settings,
-        ..Default::default()
+        ..without_worker()
     })
     .await;
     let redis = app.redis().await;
