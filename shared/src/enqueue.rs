@@ -202,18 +202,10 @@ impl Enqueuer {
     /// Redis connection stay on that thread instead of crossing to others and back.
     pub fn on_this_runtime(&self, client: Client) -> Self {
         let core = &self.core;
-        let mut here = Self {
-            core: Arc::new(Core {
-                client,
-                script: Script::from_lua(ENQUEUE_LUA),
-                layout: core.layout.clone(),
-                window_secs: core.window_secs,
-                wait: core.wait,
-                healer: Healer::default(),
-            }),
-            committers: None,
-            commit: None,
-        };
+        let mut here = Self::new(client, core.layout.clone(), core.window_secs);
+        if let Some((replicas, timeout_ms)) = core.wait {
+            here = here.with_wait(replicas, timeout_ms);
+        }
         if let Some(commit) = self.commit {
             here = here.with_group_commit(commit);
         }
