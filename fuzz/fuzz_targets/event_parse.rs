@@ -1,14 +1,18 @@
 //! One event as the api takes it in: `scan` over the raw JSON, `parse_event`, `QueuedEvent::stamp`,
 //! and then the trip an accepted event makes: serialized onto the stream, decoded by the worker and
 //! turned into BSON. Property: no panic for any input, and an event the api accepts is one the
-//! worker can decode and store (else it would be answered 202 and dead-lettered).
+//! worker can decode and store (else it would be answered 202 and dead-lettered); and what the
+//! common path (`accept_common`) accepts, the schema accepts with the same result.
 #![no_main]
 use std::collections::HashMap;
 
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use sluice_shared::event::{parse_event, EventLimits, QueuedEvent, MAX_PROPERTIES_DEPTH};
+use sluice_shared::event::{
+    accept_common, parse_event, parse_event_by_schema, EventLimits, QueuedEvent,
+    MAX_PROPERTIES_DEPTH,
+};
 use sluice_shared::names::{STREAM_EVENT_FIELD, STREAM_REQUEST_ID_FIELD};
 use sluice_shared::scan::scan;
 use sluice_store::to_document;
@@ -20,6 +24,12 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(raw) = serde_json::from_str::<&RawValue>(text) {
         let _ = scan(raw, 1_000, MAX_PROPERTIES_DEPTH);
+    }
+    if let Some(fast) = accept_common(text, EventLimits::default()) {
+        let slow = parse_event_by_schema(text, EventLimits::default())
+            .unwrap_or_else(|e| panic!("accepted by hand, refused by the schema: {e:?}"));
+        assert_eq!(fast.values, slow.values);
+        assert_eq!(format!("{:?}", fast.event), format!("{:?}", slow.event));
     }
     let Ok(parsed) = parse_event(text, EventLimits::default()) else {
         return;

@@ -79,8 +79,8 @@ const COMMIT_QUEUE: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Appended to the stream, in the entry with this id.
-    Accepted(String),
+    /// Appended to the stream, in the entry with this id (shared by the entry's events).
+    Accepted(Arc<str>),
     Duplicate,
 }
 
@@ -371,6 +371,7 @@ impl Core {
             let (id, flags) = self.call_once(partition, &items, &todo).await?;
             match id {
                 Some(id) => {
+                    let id: Arc<str> = id.into();
                     for &i in &todo {
                         out[i] = Outcome::Accepted(id.clone());
                     }
@@ -412,54 +413,65 @@ impl Core {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let generation = now / window;
-        let bytes: usize = todo.iter().map(|&i| items[i].event.len() + 1).sum();
-        let mut events = String::with_capacity(bytes + 2);
-        events.push('[');
-        for (k, &i) in todo.iter().enumerate() {
-            if k > 0 {
-                events.push(',');
-            }
-            events.push_str(&items[i].event);
-        }
-        events.push(']');
-        let first_rid = &items[todo[0]].rid;
-        let rids = if todo.iter().all(|&i| items[i].rid == *first_rid) {
-            first_rid.to_string()
-        } else {
-            let mut r = String::from("[");
+        let expires = ((generation + 2) * window) as i64;
+        let args = || {
+            let bytes: usize = todo.iter().map(|&i| items[i].event.len() + 1).sum();
+            let mut events = String::with_capacity(bytes + 2);
+            events.push('[');
             for (k, &i) in todo.iter().enumerate() {
                 if k > 0 {
-                    r.push(',');
+                    events.push(',');
                 }
-                r.push_str(&items[i].rid);
+                events.push_str(&items[i].event);
             }
-            r.push(']');
-            r
+            events.push(']');
+            let first_rid = &items[todo[0]].rid;
+            let rids = if todo.iter().all(|&i| items[i].rid == *first_rid) {
+                first_rid.to_string()
+            } else {
+                let mut r = String::from("[");
+                for (k, &i) in todo.iter().enumerate() {
+                    if k > 0 {
+                        r.push(',');
+                    }
+                    r.push_str(&items[i].rid);
+                }
+                r.push(']');
+                r
+            };
+            let mut args: Vec<Value> = Vec::with_capacity(7 + n);
+            args.push(Value::from(expires));
+            args.push(Value::from(n as i64));
+            args.push(Value::from(STREAM_EVENT_FIELD));
+            args.push(Value::from(STREAM_REQUEST_ID_FIELD));
+            args.push(Value::from(STREAM_COUNT_FIELD));
+            args.push(Value::from(events));
+            args.push(Value::from(rids));
+            for &i in todo {
+                args.push(Value::Bytes(Bytes::copy_from_slice(
+                    &items[i].placement.member,
+                )));
+            }
+            args
         };
-        let mut args: Vec<Value> = Vec::with_capacity(7 + n);
-        args.push(Value::from(((generation + 2) * window) as i64));
-        args.push(Value::from(n as i64));
-        args.push(Value::from(STREAM_EVENT_FIELD));
-        args.push(Value::from(STREAM_REQUEST_ID_FIELD));
-        args.push(Value::from(STREAM_COUNT_FIELD));
-        args.push(Value::from(events));
-        args.push(Value::from(rids));
-        for &i in todo {
-            args.push(Value::Bytes(Bytes::copy_from_slice(
-                &items[i].placement.member,
-            )));
-        }
         let base = self.layout.base(partition);
-        let keys = vec![
-            self.layout.stream(partition),
-            format!("{base}dedup:{generation}"),
-            format!("{base}dedup:{}", generation.saturating_sub(1)),
-            self.layout.meta(partition),
-        ];
-        let reply: Value = self
-            .script
-            .evalsha_with_reload(&self.client, keys, args)
-            .await?;
+        let keys = || {
+            vec![
+                self.layout.stream(partition),
+                format!("{base}dedup:{generation}"),
+                format!("{base}dedup:{}", generation.saturating_sub(1)),
+                self.layout.meta(partition),
+            ]
+        };
+        // `evalsha_with_reload` would copy every argument for its retry; the arguments are
+        // built again instead, in the rare case Redis lost the script (a restart, a failover).
+        let reply: Value = match self.script.evalsha(&self.client, keys(), args()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.script.load(&self.client).await?;
+                self.script.evalsha(&self.client, keys(), args()).await?
+            }
+            reply => reply?,
+        };
         parse_reply(reply, n)
     }
 

@@ -127,7 +127,7 @@ pub async fn replay_one(
     };
     // A duplicate means a replay that died after queueing (and before marking) queued it already.
     let stream_id = match outcome.into_iter().next() {
-        Some(Outcome::Accepted(stream_id)) => Some(stream_id),
+        Some(Outcome::Accepted(stream_id)) => Some(stream_id.to_string()),
         _ => None,
     };
     dlq.update_one(

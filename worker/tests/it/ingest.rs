@@ -119,6 +119,20 @@ async fn the_same_event_id_twice_is_accepted_then_duplicate_and_stored_once() {
 }
 
 #[tokio::test]
+async fn ingest_goes_on_when_redis_has_forgotten_the_enqueue_script() {
+    // A restarted or failed-over Redis has no scripts loaded: the enqueue loads it again and
+    // sends the same call once more.
+    let app = spawn_app().await;
+    assert_eq!(app.post_event(&event("noscript-1")).await.status, 202);
+    use fred::interfaces::LuaInterface;
+    let _: () = app.redis().await.script_flush(false).await.unwrap();
+    assert_eq!(app.post_event(&event("noscript-2")).await.status, 202);
+    let again = app.post_event(&event("noscript-1")).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(app.wait_for_events(doc! {}, 2, WAIT).await, 2);
+}
+
+#[tokio::test]
 async fn the_same_event_id_from_two_accounts_is_stored_twice() {
     let app = spawn_app().await;
     let (other_account, other_key) = new_account(&app.pool).await;
