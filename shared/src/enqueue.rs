@@ -45,7 +45,8 @@ use crate::partition::{Member, Partitions, Placement};
 /// two long strings, not as 2n short ones (every argument becomes a Lua string, hashed on the
 /// way in: per-event arguments made that hashing a fifth of Redis' time).
 /// Answers `{entry id or false, {1 = new | 0 = reserved, …}}`.
-const ENQUEUE_LUA: &str = r#"
+#[doc(hidden)]
+pub const ENQUEUE_LUA: &str = r#"
 local n = tonumber(ARGV[2])
 local cur, prev, meta = KEYS[2], KEYS[3], KEYS[4]
 local m1, m2 = 8, 7 + n
