@@ -290,6 +290,9 @@ def main():
     ap.add_argument("--env", action="append", default=[], metavar="K=V",
                     help="extra environment for the api (repeatable), e.g. SLUICE_REDIS__PARTITIONS=8")
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--redis-conf", action="append", default=[], metavar="--NAME=VALUE",
+                    help="an extra redis-server option for a diagnosis, e.g. --redis-conf=--appendonly=no "
+                         "(the figures compare with the outside ones only without it)")
     ap.add_argument("--shapes", default="single,batch", help="comma-separated: single,batch")
     ap.add_argument("--duration", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=5)
@@ -341,7 +344,7 @@ def main():
         redis_proc = subprocess.Popen(
             ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir", str(tmp / "redis"),
              "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
-             "--logfile", str(tmp / "redis.log")],
+             "--logfile", str(tmp / "redis.log")] + [a for kv in args.redis_conf for a in kv.split("=", 1)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         redis = Redis(rport)
         for _ in range(100):
