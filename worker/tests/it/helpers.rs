@@ -388,3 +388,53 @@ impl Drop for WorkerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Cuts every connection the process `pid` holds to the shared Redis (`CLIENT KILL ID`), and no
+/// other client's: its sockets' local ports (from `/proc`) matched against `CLIENT LIST`'s `addr`.
+/// Returns how many were cut.
+pub async fn cut_redis_connections_of(redis: &fred::prelude::Client, pid: u32) -> usize {
+    use fred::prelude::*;
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut ports = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && inodes.contains(cols[9]) {
+                if let Some(port) = cols[1].rsplit(':').next() {
+                    ports.insert(u16::from_str_radix(port, 16).unwrap());
+                }
+            }
+        }
+    }
+    let list: String = redis
+        .custom(fred::cmd!("CLIENT"), vec!["LIST", "TYPE", "normal"])
+        .await
+        .unwrap();
+    let mut cut = 0;
+    for line in list.lines() {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        let port = field("addr").and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+        if let (Some(id), Some(port)) = (field("id"), port) {
+            if ports.contains(&port) {
+                let killed: i64 = redis
+                    .custom(fred::cmd!("CLIENT"), vec!["KILL", "ID", id])
+                    .await
+                    .unwrap();
+                cut += killed as usize;
+            }
+        }
+    }
+    cut
+}
