@@ -416,29 +416,12 @@ impl Core {
         let generation = now / window;
         let expires = ((generation + 2) * window) as i64;
         let args = || {
-            let bytes: usize = todo.iter().map(|&i| items[i].event.len() + 1).sum();
-            let mut events = String::with_capacity(bytes + 2);
-            events.push('[');
-            for (k, &i) in todo.iter().enumerate() {
-                if k > 0 {
-                    events.push(',');
-                }
-                events.push_str(&items[i].event);
-            }
-            events.push(']');
+            let events = json_array(todo.iter().map(|&i| items[i].event.as_str()));
             let first_rid = &items[todo[0]].rid;
             let rids = if todo.iter().all(|&i| items[i].rid == *first_rid) {
                 first_rid.to_string()
             } else {
-                let mut r = String::from("[");
-                for (k, &i) in todo.iter().enumerate() {
-                    if k > 0 {
-                        r.push(',');
-                    }
-                    r.push_str(&items[i].rid);
-                }
-                r.push(']');
-                r
+                json_array(todo.iter().map(|&i| &*items[i].rid))
             };
             let mut args: Vec<Value> = Vec::with_capacity(7 + n);
             args.push(Value::from(expires));
@@ -455,12 +438,11 @@ impl Core {
             }
             args
         };
-        let base = self.layout.base(partition);
         let keys = || {
             vec![
                 self.layout.stream(partition),
-                format!("{base}dedup:{generation}"),
-                format!("{base}dedup:{}", generation.saturating_sub(1)),
+                self.layout.dedup(partition, generation),
+                self.layout.dedup(partition, generation.saturating_sub(1)),
                 self.layout.meta(partition),
             ]
         };
@@ -497,6 +479,21 @@ impl Core {
         );
         Ok(())
     }
+}
+
+/// `[a,b,…]` of JSON texts already written.
+fn json_array<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> String {
+    let bytes: usize = parts.clone().map(|p| p.len() + 1).sum();
+    let mut out = String::with_capacity(bytes + 2);
+    out.push('[');
+    for (k, part) in parts.enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push_str(part);
+    }
+    out.push(']');
+    out
 }
 
 /// `{id | nil, {flag…}}` → the entry id and, per event sent, whether it was queued.

@@ -81,6 +81,11 @@ impl Partitions {
         format!("{}meta", self.base(p))
     }
 
+    /// `<prefix>:{p<p>}:dedup:<generation>`: the dedup set of one generation.
+    pub fn dedup(&self, p: u16, generation: u64) -> String {
+        format!("{}dedup:{generation}", self.base(p))
+    }
+
     /// The partition of a stream key of this layout.
     pub fn of_stream(&self, key: &str) -> Option<u16> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{p")?;

@@ -6,22 +6,13 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use sluice_shared::config::RedisSettings;
 use sluice_shared::enqueue::ENQUEUE_LUA;
+use sluice_shared::partition::Partitions;
 
-struct Keys {
-    stream: String,
-    meta: String,
-    base: String,
-}
-
-/// Keys of a partition of this test's own (one hash tag: one slot on a cluster too).
-fn keys() -> Keys {
+/// A one-partition layout of this test's own (its keys share one hash tag: one slot on a
+/// cluster too).
+fn keys() -> Partitions {
     let tag = uuid::Uuid::now_v7().simple().to_string();
-    let base = format!("test-dedup:{{p{tag}}}:");
-    Keys {
-        stream: format!("{base}events"),
-        meta: format!("{base}meta"),
-        base,
-    }
+    Partitions::new(format!("test-dedup-{tag}"), 1)
 }
 
 async fn client() -> Client {
@@ -33,7 +24,12 @@ async fn client() -> Client {
 }
 
 /// One call in dedup generation `generation`: whether it wrote an entry, and the flags.
-async fn call(redis: &Client, k: &Keys, generation: u64, members: &[[u8; 12]]) -> (bool, Vec<i64>) {
+async fn call(
+    redis: &Client,
+    k: &Partitions,
+    generation: u64,
+    members: &[[u8; 12]],
+) -> (bool, Vec<i64>) {
     let n = members.len();
     let events = format!("[{}]", vec!["{}"; n].join(","));
     let mut args: Vec<Value> = vec![
@@ -47,10 +43,10 @@ async fn call(redis: &Client, k: &Keys, generation: u64, members: &[[u8; 12]]) -
     ];
     args.extend(members.iter().map(|m| Value::Bytes(m.to_vec().into())));
     let keys = vec![
-        k.stream.clone(),
-        format!("{}dedup:{generation}", k.base),
-        format!("{}dedup:{}", k.base, generation.saturating_sub(1)),
-        k.meta.clone(),
+        k.stream(0),
+        k.dedup(0, generation),
+        k.dedup(0, generation.saturating_sub(1)),
+        k.meta(0),
     ];
     let reply: Value = Script::from_lua(ENQUEUE_LUA)
         .evalsha_with_reload(redis, keys, args)
@@ -67,11 +63,8 @@ async fn call(redis: &Client, k: &Keys, generation: u64, members: &[[u8; 12]]) -
 }
 
 /// Deletes the test partition's keys (the dedup hashes expire by themselves).
-async fn clean(redis: &Client, k: &Keys) {
-    let _: i64 = redis
-        .del(vec![k.stream.clone(), k.meta.clone()])
-        .await
-        .unwrap();
+async fn clean(redis: &Client, k: &Partitions) {
+    let _: i64 = redis.del(vec![k.stream(0), k.meta(0)]).await.unwrap();
 }
 
 fn member(head: [u8; 2], rest: &[u8; 10]) -> [u8; 12] {
@@ -98,9 +91,9 @@ async fn each_member_is_reserved_once_and_a_call_queues_all_or_nothing() {
     let d = member([0, 7], b"dddddddddd");
     assert_eq!(call(&redis, &k, 10, &[d, a]).await, (false, vec![1, 0]));
     assert_eq!(call(&redis, &k, 10, &[d]).await, (true, vec![1]));
-    let entries: u64 = redis.xlen(&k.stream).await.unwrap();
+    let entries: u64 = redis.xlen(k.stream(0)).await.unwrap();
     assert_eq!(entries, 3, "one entry per call that queued");
-    let events: i64 = redis.hget(&k.meta, "events").await.unwrap();
+    let events: i64 = redis.hget(k.meta(0), "events").await.unwrap();
     assert_eq!(events, 4);
     clean(&redis, &k).await;
 }
@@ -113,7 +106,7 @@ async fn a_member_is_caught_in_the_next_generation_and_forgotten_in_the_one_afte
     assert_eq!(call(&redis, &k, 21, &[a]).await, (false, vec![0]));
     // Generation 22 looks in 22 and 21 only: 20's reservation is past the window.
     assert_eq!(call(&redis, &k, 22, &[a]).await, (true, vec![1]));
-    let ttl: i64 = redis.ttl(format!("{}dedup:22", k.base)).await.unwrap();
+    let ttl: i64 = redis.ttl(k.dedup(0, 22)).await.unwrap();
     assert!(ttl > 0, "the generation's set expires whole: {ttl}");
     clean(&redis, &k).await;
 }

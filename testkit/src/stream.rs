@@ -84,10 +84,7 @@ pub async fn forget_dedup(redis: &Client, settings: &sluice_shared::config::Sett
     let generation = now / window;
     for p in layout.all() {
         for g in [generation, generation.saturating_sub(1)] {
-            let _: i64 = redis
-                .del(format!("{}dedup:{g}", layout.base(p)))
-                .await
-                .expect("DEL");
+            let _: i64 = redis.del(layout.dedup(p, g)).await.expect("DEL");
         }
     }
 }
