@@ -152,7 +152,19 @@ start_postgres() {
   if port_open "$PG_PORT"; then wait_serving PostgreSQL "$READY_TIMEOUT_SECS" pg_query; return; fi
   log "starting PostgreSQL on $PG_PORT"
   mkdir -p "$DATA/pg" "$LOGS" "$RUN"
-  if [ "$(id -u)" = 0 ]; then chown postgres "$DATA/pg" "$LOGS"; chmod 700 "$DATA/pg"; fi
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$DATA/pg" "$LOGS"; chmod 700 "$DATA/pg"
+    # Run as root, PostgreSQL runs as `postgres`, which must be able to pass through every
+    # directory above its data (a checkout in `mktemp -d` is 700): those get o+x, nothing more.
+    local dir=$DATA
+    while [ "$dir" != / ]; do
+      if ! runuser -u postgres -- test -x "$dir"; then
+        log "letting the postgres user pass through $dir (chmod o+x)"
+        chmod o+x "$dir"
+      fi
+      dir=$(dirname "$dir")
+    done
+  fi
   if [ ! -f "$DATA/pg/PG_VERSION" ]; then
     as_postgres "$PG_BIN/initdb" -D "$DATA/pg" -U postgres --auth=trust >/dev/null
   fi
